@@ -1,0 +1,368 @@
+"""The only module that touches aiortc and aioice internals.
+
+aiortc has no public API for forwarding RTP (its receivers always decode), so Confero hooks
+a handful of private attributes. Every hook lives here, is pinned to the versions below and is
+covered by `tests/unit/test_aiortc_hooks.py`, so an upgrade that moves one fails loudly.
+
+Hooks, by purpose (see docs/architecture.md for the packet's walk):
+
+* ICE gathering policy: which local addresses and UDP ports server peers bind
+  (`aioice.ice.get_host_addresses`, `Connection.get_component_candidates`), scoped by a
+  context variable so that client peers in the same process (tests) keep their own policy.
+* Receive taps on an `RTCDtlsTransport`: decrypted RTP goes to a plain callback instead of
+  aiortc's parse/jitter-buffer/decoder pipeline (`_handle_rtp_data`), and once the pair is
+  nominated, SRTP is taken straight from the socket callback (`datagram_received`) so RTP never
+  waits on aioice's queue. RTCP is observed (`_handle_rtcp_data`) and then left to aiortc.
+* Send side: SRTP protect with the transport's session and `sendto` on the nominated pair's
+  socket, synchronously (no await per packet).
+* Small accessors: negotiated codecs and header extensions of a transceiver, sender SSRCs,
+  sender-report fields, restricting a transceiver to one codec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable, Iterable
+
+import aioice.ice
+import pylibsrtp
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpsender import RTCRtpSender
+
+logger = logging.getLogger(__name__)
+
+PINNED = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
+
+
+def check_versions() -> None:
+    """Refuse to run on aiortc/aioice versions whose internals were not verified."""
+    for name, wanted in PINNED.items():
+        found = metadata.version(name)
+        if found != wanted:
+            raise RuntimeError(
+                f"confero's media hooks are verified on {name}=={wanted}, found {found}; "
+                "run the hook tests before changing the pin"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# ICE gathering policy
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IcePolicy:
+    """Where a server peer gathers host candidates.
+
+    `addresses` None means aioice's default (every non-loopback interface address).
+    """
+
+    addresses: tuple[str, ...] | None = None
+    port_range: tuple[int, int] | None = None
+
+
+_policy: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar(
+    "confero_ice_policy", default=None
+)
+_original_get_host_addresses = aioice.ice.get_host_addresses
+_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    policy = _policy.get()
+    if policy is None or policy.addresses is None:
+        return _original_get_host_addresses(use_ipv4, use_ipv6)
+    return [a for a in policy.addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+
+async def _get_component_candidates(
+    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+) -> list[Candidate]:
+    policy = _policy.get()
+    if policy is None or policy.port_range is None:
+        return await _original_get_component_candidates(self, component, addresses, timeout)
+    low, high = policy.port_range
+    loop = asyncio.get_running_loop()
+    candidates: list[Candidate] = []
+    for address in addresses:
+        ports = list(range(low, high + 1))
+        start = random.randrange(len(ports))
+        for port in ports[start:] + ports[:start]:
+            try:
+                _, protocol = await loop.create_datagram_endpoint(
+                    lambda: aioice.ice.StunProtocol(self), local_addr=(address, port)
+                )
+                break
+            except OSError:
+                continue
+        else:
+            logger.warning("no free UDP port in %d-%d on %s", low, high, address)
+            continue
+        host, bound_port = protocol.transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host),
+            component=component,
+            transport="udp",
+            priority=candidate_priority(component, "host"),
+            host=host,
+            port=bound_port,
+            type="host",
+        )
+        self._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    return candidates
+
+
+def install_ice_patches() -> None:
+    """Route aioice's gathering through the context's IcePolicy (idempotent)."""
+    if getattr(aioice.ice.get_host_addresses, "_confero_patched", False):
+        return
+    _get_host_addresses._confero_patched = True  # type: ignore[attr-defined]
+    aioice.ice.get_host_addresses = _get_host_addresses
+    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
+
+
+def set_ice_policy(policy: IcePolicy | None) -> contextvars.Token[IcePolicy | None]:
+    """Apply `policy` to peers created from the current context (and tasks it spawns)."""
+    install_ice_patches()
+    return _policy.set(policy)
+
+
+# --------------------------------------------------------------------------------------------
+# Transports of a peer connection
+# --------------------------------------------------------------------------------------------
+
+
+def dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
+    """The distinct DTLS transports of `pc` (one with BUNDLE)."""
+    seen: list[RTCDtlsTransport] = []
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None and dtls not in seen:
+            seen.append(dtls)
+    sctp = pc.sctp
+    if sctp is not None and sctp.transport not in seen:
+        seen.append(sctp.transport)
+    return seen
+
+
+class TransportTap:
+    """Receive taps and a synchronous send path on one `RTCDtlsTransport`.
+
+    * `on_rtp(bytes)` gets every decrypted RTP packet (never RTCP); aiortc's receivers never see
+      them. Before the pair is nominated they come through aiortc's DTLS loop; afterwards
+      straight from the socket callback.
+    * `on_rtcp(bytes)` sees every decrypted RTCP compound packet before aiortc handles it.
+    * `send_rtp(bytes)` / `send_rtcp(bytes)` protect and send without awaiting; they drop
+      silently until DTLS is connected (`ready`).
+    """
+
+    def __init__(
+        self,
+        dtls: RTCDtlsTransport,
+        *,
+        on_rtp: Callable[[bytes], None] | None = None,
+        on_rtcp: Callable[[bytes], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.dtls = dtls
+        self.ready = False
+        self._on_rtp = on_rtp
+        self._on_rtcp = on_rtcp
+        self._on_ready = on_ready
+        self._protect: Callable[[bytes], bytes] | None = None
+        self._protect_rtcp: Callable[[bytes], bytes] | None = None
+        self._sendto: Callable[[bytes, Any], None] | None = None
+        self._addr: tuple[str, int] | None = None
+        self._protocol: Any = None
+        self.send_errors = 0
+        self.srtp_errors = 0
+
+        if on_rtp is not None:
+
+            async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+                on_rtp(data)
+
+            dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+
+        original_rtcp = dtls._handle_rtcp_data
+
+        async def handle_rtcp_data(data: bytes) -> None:
+            if self._on_rtcp is not None:
+                try:
+                    self._on_rtcp(data)
+                except Exception:  # a bad RTCP packet never takes the transport down
+                    logger.exception("RTCP handler failed")
+            await original_rtcp(data)
+
+        dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+        dtls.on("statechange", self._statechange)
+        if dtls.state == "connected":
+            self._connected()
+
+    def _statechange(self) -> None:
+        if self.dtls.state == "connected":
+            self._connected()
+        elif self.dtls.state in ("closed", "failed"):
+            self.close()
+
+    def _connected(self) -> None:
+        if self.ready:
+            return
+        connection = self.dtls.transport._connection
+        pair = connection._nominated.get(1)
+        tx = self.dtls._tx_srtp
+        if pair is None or tx is None:
+            logger.warning("DTLS connected without a nominated pair or SRTP session")
+            return
+        self._protect = tx.protect
+        self._protect_rtcp = tx.protect_rtcp
+        self._sendto = pair.protocol.transport.sendto
+        self._addr = pair.remote_addr
+        self.ready = True
+        if self._on_rtp is not None:
+            self._install_fast_path(pair)
+        if self._on_ready is not None:
+            self._on_ready()
+
+    def _install_fast_path(self, pair: Any) -> None:
+        """Take SRTP straight from the nominated socket; everything else goes to aioice."""
+        protocol = pair.protocol
+        original = protocol.datagram_received
+        unprotect = self.dtls._rx_srtp.unprotect
+        on_rtp = self._on_rtp
+        assert on_rtp is not None
+        srtp_error = pylibsrtp.Error
+        tap = self
+
+        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            b0 = data[0]
+            if 127 < b0 < 192 and not (191 < data[1] < 224):
+                try:
+                    plain = unprotect(data)
+                except srtp_error:
+                    tap.srtp_errors += 1
+                    return
+                on_rtp(plain)
+            else:
+                original(data, addr)
+
+        protocol.datagram_received = datagram_received
+        self._protocol = protocol
+
+    def send_rtp(self, packet: bytes) -> None:
+        if self._sendto is None:
+            return
+        try:
+            self._sendto(self._protect(packet), self._addr)  # type: ignore[misc]
+        except (pylibsrtp.Error, OSError, AttributeError, RuntimeError):
+            self.send_errors += 1
+
+    def send_rtcp(self, packet: bytes) -> None:
+        if self._sendto is None:
+            return
+        try:
+            self._sendto(self._protect_rtcp(packet), self._addr)  # type: ignore[misc]
+        except (pylibsrtp.Error, OSError, AttributeError, RuntimeError):
+            self.send_errors += 1
+
+    def rtp_sender(self) -> tuple[Callable[[bytes], bytes], Callable[[bytes, Any], None], Any] | None:
+        """(protect, sendto, addr) for callers that inline the send (DownTrack's hot path)."""
+        if self._sendto is None or self._protect is None:
+            return None
+        return self._protect, self._sendto, self._addr
+
+    def close(self) -> None:
+        """Drop references; the transport itself is closed by its peer connection."""
+        self.ready = False
+        self._sendto = None
+        self._protect = None
+        self._protect_rtcp = None
+        self._on_rtp = None
+        self._on_rtcp = None
+        self._on_ready = None
+        if self._protocol is not None:
+            # Give the socket back to aioice (the instance attribute shadows the class method).
+            self._protocol.__dict__.pop("datagram_received", None)
+            self._protocol = None
+
+
+# --------------------------------------------------------------------------------------------
+# Transceivers, senders
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """What a transceiver agreed on: its first codec, RTX for it, and header extension ids."""
+
+    codec: RTCRtpCodecParameters | None
+    rtx_payload_type: int | None
+    extensions: dict[str, int]
+    mid: str | None
+
+
+def negotiated(transceiver: RTCRtpTransceiver) -> Negotiated:
+    codecs = list(transceiver._codecs)
+    media = [c for c in codecs if c.mimeType.lower() != f"{transceiver.kind}/rtx"]
+    codec = media[0] if media else None
+    rtx = None
+    if codec is not None:
+        for c in codecs:
+            if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == codec.payloadType:
+                rtx = c.payloadType
+    extensions = {e.uri: e.id for e in transceiver._headerExtensions}
+    return Negotiated(codec, rtx, extensions, transceiver.mid)
+
+
+def payload_types(transceiver: RTCRtpTransceiver) -> dict[int, RTCRtpCodecParameters]:
+    return {c.payloadType: c for c in transceiver._codecs}
+
+
+def restrict_codecs(transceiver: RTCRtpTransceiver, keep: Iterable[int]) -> None:
+    """Keep only the codecs with payload types in `keep` (before an answer is created)."""
+    wanted = set(keep)
+    transceiver._codecs = [c for c in transceiver._codecs if c.payloadType in wanted]
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    return sender._ssrc, sender._rtx_ssrc
+
+
+def set_sender_report(
+    sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int
+) -> None:
+    """Fill the fields aiortc's RTCP loop puts into this sender's next SR."""
+    sender._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+
+
+class IdleTrack(MediaStreamTrack):
+    """A track that never yields: its sender's RTP loop waits instead of polling every 20 ms.
+
+    Forwarded packets bypass the sender; it exists for its SSRC, SDP and RTCP (SR, BYE).
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def recv(self) -> Any:
+        await self._never
+        raise RuntimeError("unreachable")
+
+    def stop(self) -> None:
+        super().stop()
+        if not self._never.done():
+            self._never.cancel()

@@ -1,0 +1,169 @@
+"""Subscriber: the egress peer of one player; one DownTrack per forwarded UpTrack.
+
+The server makes the offer: one sendonly transceiver per UpTrack, restricted to the
+publisher's codec (plus RTX), with a sender that never produces media of its own (it is there
+for its SSRC, SDP and RTCP). Once DTLS is up, every DownTrack starts forwarding at the next
+keyframe. Players' PLI/FIR go to the UpTrack, NACKs are answered from the DownTrack's ring.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+)
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+from confero.media import aiortc_hooks, rtp
+from confero.media.downtrack import DownTrack
+from confero.media.peer import MediaError, Peer, PeerConfig
+from confero.media.uptrack import UpTrack
+
+logger = logging.getLogger(__name__)
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+
+
+def codec_preferences(uptrack: UpTrack) -> list[RTCRtpCodecCapability]:
+    """The capabilities matching the publisher's codec, and RTX for video."""
+    capabilities = RTCRtpSender.getCapabilities(uptrack.kind).codecs
+    source = uptrack.codec
+    chosen = [
+        c
+        for c in capabilities
+        if c.mimeType.lower() == source.mimeType.lower() and c.parameters == source.parameters
+    ]
+    if not chosen:
+        chosen = [c for c in capabilities if c.mimeType.lower() == source.mimeType.lower()][:1]
+    if uptrack.kind == "video":
+        chosen += [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
+    return chosen
+
+
+class Subscriber(Peer):
+    """Egress side of one player: any number of forwarded tracks on one peer connection."""
+
+    role = "subscriber"
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        name: str,
+        *,
+        on_closed: Callable[[Peer, str], None] | None = None,
+        on_connected: Callable[[Peer], None] | None = None,
+        on_source_closed: Callable[[DownTrack], None] | None = None,
+    ) -> None:
+        super().__init__(config, name, on_closed=on_closed, on_connected=on_connected)
+        self.downtracks: list[DownTrack] = []
+        self._on_source_closed = on_source_closed
+        self._offered: list[tuple[RTCRtpTransceiver, UpTrack, str]] = []
+        self._senders: dict[DownTrack, RTCRtpSender] = {}
+        self._by_ssrc: dict[int, DownTrack] = {}
+        self._tap: aiortc_hooks.TransportTap | None = None
+
+    async def offer(self, uptracks: list[tuple[UpTrack, str]]) -> str:
+        """Offer one sendonly m-line per (UpTrack, label); returns the offer SDP."""
+        for uptrack, label in uptracks:
+            transceiver = self.pc.addTransceiver(aiortc_hooks.IdleTrack(uptrack.kind), direction="sendonly")
+            transceiver.setCodecPreferences(codec_preferences(uptrack))
+            self._offered.append((transceiver, uptrack, label))
+        offer = await self.pc.createOffer()
+        await self._set_local(offer)
+        if self._tap is None:
+            transports = aiortc_hooks.dtls_transports(self.pc)
+            self._tap = aiortc_hooks.TransportTap(transports[0], on_rtcp=self._on_rtcp, on_ready=self._ready)
+        return self.local_sdp()
+
+    def mapping(self) -> list[tuple[str, str, str]]:
+        """(mid, kind, label) of every offered m-line, for the client's track id mapping."""
+        return [(t.mid or "", u.kind, label) for t, u, label in self._offered]
+
+    async def accept_answer(self, answer_sdp: str) -> None:
+        await self._set_remote(answer_sdp, "answer")
+        for transceiver, uptrack, _label in self._offered:
+            if any(d.mid == transceiver.mid for d in self.downtracks):
+                continue
+            agreed = aiortc_hooks.negotiated(transceiver)
+            if agreed.codec is None or agreed.codec.mimeType.lower() != uptrack.codec.mimeType.lower():
+                raise MediaError(
+                    "unsupported_codec",
+                    f"the player does not accept {uptrack.codec.mimeType}, the publisher's codec",
+                )
+            ssrc, rtx_ssrc = aiortc_hooks.sender_ssrcs(transceiver.sender)
+            downtrack = DownTrack(
+                uptrack,
+                mid=transceiver.mid,
+                ssrc=ssrc,
+                payload_type=agreed.codec.payloadType,
+                rtx_ssrc=rtx_ssrc if agreed.rtx_payload_type is not None else None,
+                rtx_payload_type=agreed.rtx_payload_type,
+                extension=rtp.mid_extension(agreed.extensions.get(MID_URI), transceiver.mid or ""),
+                on_source_closed=self._source_closed,
+            )
+            self.downtracks.append(downtrack)
+            self._senders[downtrack] = transceiver.sender
+            self._by_ssrc[ssrc] = downtrack
+        if self._tap is not None and self._tap.ready:
+            self._ready()
+
+    def _ready(self) -> None:
+        if self.closed or self._tap is None:
+            return
+        sender = self._tap.rtp_sender()
+        if sender is None:
+            return
+        for downtrack in self.downtracks:
+            downtrack.start(*sender)
+
+    def _source_closed(self, downtrack: DownTrack) -> None:
+        if self._on_source_closed is not None:
+            self._on_source_closed(downtrack)
+
+    # -- RTCP ----------------------------------------------------------------------------
+
+    def _on_rtcp(self, data: bytes) -> None:
+        for packet in RtcpPacket.parse(data):
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                target = packet.media_ssrc
+                if packet.fmt == RTCP_PSFB_FIR and len(packet.fci) >= 4:
+                    target = rtp.U32.unpack_from(packet.fci, 0)[0]
+                downtrack = self._by_ssrc.get(target)
+                if downtrack is not None:
+                    downtrack.request_keyframe()
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                downtrack = self._by_ssrc.get(packet.media_ssrc)
+                if downtrack is not None:
+                    downtrack.retransmit(packet.lost)
+
+    def tick(self, now: float) -> None:
+        """Housekeeping: give aiortc's RTCP loop the figures for each copy's sender report."""
+        for downtrack, sender in self._senders.items():
+            report = downtrack.sender_report()
+            if report is not None:
+                aiortc_hooks.set_sender_report(sender, report[0], report[1], downtrack.packets, downtrack.octets)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _close_children(self) -> None:
+        for downtrack in self.downtracks:
+            downtrack.stop()
+        if self._tap is not None:
+            self._tap.close()
+            self._tap = None
+        self._senders.clear()
+        self._by_ssrc.clear()
+        self._offered.clear()
+
+    def dump(self) -> dict[str, Any]:
+        out = super().dump()
+        out["tracks"] = [d.dump() for d in self.downtracks]
+        return out

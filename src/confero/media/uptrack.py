@@ -1,0 +1,227 @@
+"""UpTrack: one incoming RTP stream of a Publisher, and the fan-out loop to its DownTracks.
+
+Per packet (the hot path) it peeks the header, keeps sequence/loss state for receiver reports
+and NACKs, detects keyframes only while some DownTrack waits for one, and hands the payload to
+every DownTrack. No awaits, no per-packet objects.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable
+
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from confero.media import rtp
+
+if TYPE_CHECKING:
+    from confero.media.downtrack import DownTrack
+
+NTP_EPOCH_OFFSET = 2208988800
+NACK_MAX_AGE = 1.0
+NACK_MAX_TRIES = 3
+MAX_MISSING = 256
+
+
+def ntp_now() -> int:
+    now = time.time() + NTP_EPOCH_OFFSET
+    return (int(now) << 32) | int((now % 1) * (1 << 32))
+
+
+class UpTrack:
+    """Receive state of one published track (audio or video)."""
+
+    def __init__(
+        self,
+        kind: str,
+        codec: RTCRtpCodecParameters,
+        rtx_payload_type: int | None,
+        *,
+        nack: bool,
+        request_keyframe: Callable[[UpTrack], None],
+        send_nack: Callable[[UpTrack, list[int]], None],
+    ) -> None:
+        self.kind = kind
+        self.codec = codec
+        self.payload_type = codec.payloadType
+        self.rtx_payload_type = rtx_payload_type
+        self.clock_rate = codec.clockRate
+        self.ssrc: int | None = None
+        self.downtracks: list[DownTrack] = []
+        self.pending = 0  # DownTracks waiting for a keyframe
+        self._is_keyframe = rtp.keyframe_detector(codec.mimeType)
+        self._request_keyframe = request_keyframe
+        self._send_nack = send_nack if nack else None
+        # receive statistics (RFC 3550 A.3)
+        self.packets = 0
+        self.octets = 0
+        self.keyframes = 0
+        self.malformed = 0
+        self.duplicates = 0
+        self.recovered = 0
+        self._max_seq = -1
+        self._cycles = 0
+        self._base_seq = 0
+        self._expected_prior = 0
+        self._received_prior = 0
+        self.missing: dict[int, list[float]] = {}  # seq -> [first asked, tries]
+        # publisher clock: (wallclock seconds, ntp, rtp) of the last SR, or of the first packet
+        self.clock_ref: tuple[float, int, int] | None = None
+        self.has_sender_report = False
+
+    # -- hot path ------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> None:
+        """One decrypted RTP packet of this track (RTX already unwrapped)."""
+        b0 = data[0]
+        offset = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10:
+            if len(data) < offset + 4:
+                self.malformed += 1
+                return
+            offset += 4 + 4 * ((data[offset + 2] << 8) | data[offset + 3])
+        if offset > len(data):
+            self.malformed += 1
+            return
+        seq = (data[2] << 8) | data[3]
+        max_seq = self._max_seq
+        if max_seq < 0:
+            self._max_seq = seq
+            self._base_seq = seq
+            self.clock_ref = (time.time(), ntp_now(), rtp.U32.unpack_from(data, 4)[0])
+        else:
+            delta = (seq - max_seq) & 0xFFFF
+            if delta == 0:
+                self.duplicates += 1
+                return
+            if delta < 0x8000:
+                if seq < max_seq:
+                    self._cycles += 0x10000
+                if delta > 1 and self._send_nack is not None:
+                    self._gap(max_seq, delta)
+                self._max_seq = seq
+            elif self.missing and self.missing.pop(seq, None) is not None:
+                self.recovered += 1
+        self.packets += 1
+        payload = data[offset:]
+        self.octets += len(payload)
+        keyframe = False
+        if self.pending:
+            detector = self._is_keyframe
+            keyframe = detector is None or detector(payload)
+            if keyframe:
+                self.keyframes += 1
+        pad = b0 & 0x20
+        marker = data[1] & 0x80
+        ts = rtp.U32.unpack_from(data, 4)[0]
+        for downtrack in self.downtracks:
+            downtrack.write(pad, marker, seq, ts, payload, keyframe)
+
+    def _gap(self, max_seq: int, delta: int) -> None:
+        now = time.monotonic()
+        lost = []
+        for i in range(1, min(delta, 64)):
+            s = (max_seq + i) & 0xFFFF
+            self.missing[s] = [now, 1]
+            lost.append(s)
+        if len(self.missing) > MAX_MISSING:
+            for s in list(self.missing)[: len(self.missing) - MAX_MISSING]:
+                del self.missing[s]
+        assert self._send_nack is not None
+        self._send_nack(self, lost)
+
+    # -- control -------------------------------------------------------------------------
+
+    def attach(self, downtrack: DownTrack) -> None:
+        if downtrack not in self.downtracks:
+            self.downtracks.append(downtrack)
+            self.pending += 1
+            self.request_keyframe()
+
+    def detach(self, downtrack: DownTrack) -> None:
+        if downtrack in self.downtracks:
+            self.downtracks.remove(downtrack)
+            if downtrack.waiting:
+                self.pending -= 1
+
+    def started(self, downtrack: DownTrack) -> None:
+        """A DownTrack got its keyframe and no longer needs detection."""
+        self.pending -= 1
+
+    def reset_source(self) -> None:
+        """The publisher restarted this track with a new SSRC: start the statistics afresh."""
+        self._max_seq = -1
+        self._cycles = 0
+        self._expected_prior = self._received_prior = self.packets = 0
+        self.missing.clear()
+        self.clock_ref = None
+        self.has_sender_report = False
+        for downtrack in self.downtracks:
+            downtrack.resync()
+
+    def request_keyframe(self) -> None:
+        if self.kind == "video":
+            self._request_keyframe(self)
+
+    def on_sender_report(self, ntp: int, rtp_ts: int) -> None:
+        self.clock_ref = (time.time(), ntp, rtp_ts)
+        self.has_sender_report = True
+
+    def clock_now(self) -> tuple[int, int] | None:
+        """(ntp, rtp timestamp) of the publisher's clock now, extrapolated from the last SR."""
+        if self.clock_ref is None:
+            return None
+        wall, ntp, rtp_ts = self.clock_ref
+        elapsed = time.time() - wall
+        ntp_out = ntp + int(elapsed * (1 << 32))
+        rtp_out = (rtp_ts + int(elapsed * self.clock_rate)) & 0xFFFFFFFF
+        return ntp_out, rtp_out
+
+    def retry_nacks(self) -> None:
+        """Ask again for packets still missing (called on the housekeeping tick)."""
+        if not self.missing or self._send_nack is None:
+            return
+        now = time.monotonic()
+        again = []
+        for s, entry in list(self.missing.items()):
+            if now - entry[0] > NACK_MAX_AGE or entry[1] >= NACK_MAX_TRIES:
+                del self.missing[s]
+            else:
+                entry[1] += 1
+                again.append(s)
+        if again:
+            self._send_nack(self, again)
+
+    def receiver_report(self) -> tuple[int, int, int, int]:
+        """(fraction lost, cumulative lost, extended highest seq, jitter) for an RR block."""
+        extended = self._cycles + max(self._max_seq, 0)
+        expected = extended - self._base_seq + 1
+        lost = max(0, expected - self.packets)
+        expected_interval = expected - self._expected_prior
+        received_interval = self.packets - self._received_prior
+        self._expected_prior = expected
+        self._received_prior = self.packets
+        lost_interval = expected_interval - received_interval
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = (lost_interval << 8) // expected_interval
+        return min(fraction, 255), min(lost, 0x7FFFFF), extended & 0xFFFFFFFF, 0
+
+    def close(self) -> None:
+        for downtrack in list(self.downtracks):
+            downtrack.source_closed()
+        self.downtracks.clear()
+        self.pending = 0
+
+    def dump(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "codec": self.codec.mimeType,
+            "ssrc": self.ssrc,
+            "packets": self.packets,
+            "octets": self.octets,
+            "keyframes": self.keyframes,
+            "missing": len(self.missing),
+            "recovered": self.recovered,
+            "downtracks": len(self.downtracks),
+        }

@@ -1,0 +1,27 @@
+"""Embedded persistence for streams, conference rooms and tokens (see `base.Store`)."""
+
+from .base import (
+    LIVE_STATUSES,
+    RoomRecord,
+    Store,
+    StreamRecord,
+    StreamStatus,
+    TokenRecord,
+    TokenType,
+    now_ms,
+)
+from .memory import MemoryStore
+from .sqlite import SqliteStore
+
+__all__ = [
+    "LIVE_STATUSES",
+    "MemoryStore",
+    "RoomRecord",
+    "SqliteStore",
+    "Store",
+    "StreamRecord",
+    "StreamStatus",
+    "TokenRecord",
+    "TokenType",
+    "now_ms",
+]

@@ -1,0 +1,158 @@
+"""Persistent record types and the `Store` protocol every storage backend implements.
+
+Records are plain dataclasses with snake_case attributes; the REST layer maps them
+to Ant Media Server's camelCase JSON. Every store method takes the application
+name first: applications are independent namespaces, so the same stream id may
+exist in two applications.
+
+This module depends on the standard library only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "LIVE_STATUSES",
+    "RoomRecord",
+    "Store",
+    "StreamRecord",
+    "StreamStatus",
+    "TokenRecord",
+    "TokenType",
+    "now_ms",
+]
+
+StreamStatus = Literal["created", "broadcasting", "finished", "preparing"]
+TokenType = Literal["play", "publish"]
+
+#: Statuses that mean "a publisher is (or was about to be) live".
+LIVE_STATUSES: tuple[str, ...] = ("broadcasting", "preparing")
+
+
+def now_ms() -> int:
+    """Current wall-clock time in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class StreamRecord:
+    """A stream (AMS "Broadcast"). Times: `date`/`start_time`/`update_time`/`duration` in ms,
+    `planned_*` in unix seconds."""
+
+    stream_id: str
+    name: str = ""
+    description: str = ""
+    status: str = "created"
+    type: str = "liveStream"
+    publish_type: str = "WebRTC"
+    date: int = field(default_factory=now_ms)
+    planned_start_date: int = 0
+    planned_end_date: int = 0
+    start_time: int = 0
+    update_time: int = 0
+    duration: int = 0
+    meta_data: str = ""
+    role: str = ""
+    main_track_stream_id: str = ""
+    sub_track_stream_ids: list[str] = field(default_factory=list)
+    webrtc_viewer_count: int = 0
+    public_stream: bool = True
+    origin_address: str = ""
+    remote_ip: str = ""
+    user_agent: str = "N/A"
+    subtracks_limit: int = -1
+    webrtc_viewer_limit: int = -1
+    zombi: bool = False
+    absolute_start_time_ms: int = 0
+
+
+@dataclass
+class RoomRecord:
+    """A conference room (AMS "ConferenceRoom"). Dates are unix seconds."""
+
+    room_id: str
+    start_date: int = 0
+    end_date: int = 0
+    mode: str = "legacy"
+    room_stream_list: list[str] = field(default_factory=list)
+    origin_address: str = ""
+
+
+@dataclass
+class TokenRecord:
+    """A one-time (or room-scoped) access token. `expire_date` is unix seconds."""
+
+    token_id: str
+    stream_id: str
+    expire_date: int
+    type: str
+    room_id: str = ""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Async storage interface. Returned records are copies: mutate, then save.
+
+    List ordering: streams by (date, stream_id); rooms by (start_date, room_id);
+    tokens by (expire_date, token_id). `offset < 0` counts as 0, `size <= 0`
+    returns an empty list.
+    """
+
+    # -- streams ---------------------------------------------------------
+    async def get_stream(self, app: str, stream_id: str) -> StreamRecord | None: ...
+
+    async def save_stream(self, app: str, rec: StreamRecord) -> None:
+        """Insert or replace."""
+        ...
+
+    async def delete_stream(self, app: str, stream_id: str) -> bool: ...
+
+    async def list_streams(self, app: str, offset: int, size: int) -> list[StreamRecord]: ...
+
+    async def count_streams(self, app: str) -> int: ...
+
+    async def mark_all_finished(self, app: str | None = None) -> int:
+        """Set every broadcasting/preparing stream to finished (all apps if `app` is None).
+
+        Returns the number of streams changed."""
+        ...
+
+    # -- rooms -----------------------------------------------------------
+    async def get_room(self, app: str, room_id: str) -> RoomRecord | None: ...
+
+    async def save_room(self, app: str, rec: RoomRecord) -> None: ...
+
+    async def delete_room(self, app: str, room_id: str) -> bool: ...
+
+    async def list_rooms(self, app: str, offset: int, size: int) -> list[RoomRecord]: ...
+
+    # -- tokens ----------------------------------------------------------
+    async def save_token(self, app: str, rec: TokenRecord) -> None: ...
+
+    async def get_token(self, app: str, token_id: str) -> TokenRecord | None: ...
+
+    async def delete_token(self, app: str, token_id: str) -> bool: ...
+
+    async def delete_tokens_for_stream(self, app: str, stream_id: str) -> int: ...
+
+    async def list_tokens(
+        self, app: str, stream_id: str, offset: int, size: int
+    ) -> list[TokenRecord]: ...
+
+    async def consume_token(self, app: str, token_id: str) -> bool:
+        """Atomically delete the token if present; True only for the one caller that removed it."""
+        ...
+
+    # -- lifecycle / debug ----------------------------------------------
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None:
+        """Persist and release resources. Idempotent; other calls fail afterwards."""
+        ...
+
+    async def dump(self) -> dict[str, int]:
+        """Row counts per table across all apps: {"streams": n, "rooms": n, "tokens": n}."""
+        ...
