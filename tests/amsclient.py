@@ -39,7 +39,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -497,24 +497,29 @@ class DecodeErrorCounter(logging.Handler):
                 self._saved_level = None
             self._attached = False
 
-    def _owns_current_thread(self) -> bool:
+    def decoder_thread_idents(self) -> set[int] | None:
+        """Thread idents of the pc's running decoder threads (None if unknowable)."""
         if self.pc is None:
-            return True
-        ident = threading.get_ident()
+            return None
         try:
             receivers = [t.receiver for t in self.pc.getTransceivers()]
-        except Exception:  # pragma: no cover - defensive, runs in a foreign thread
-            return True
-        found_thread_attr = False
+        except Exception:  # pragma: no cover - defensive, may run in a foreign thread
+            return None
+        idents: set[int] = set()
+        known = False
         for receiver in receivers:
             if not hasattr(receiver, "_RTCRtpReceiver__decoder_thread"):
                 continue
-            found_thread_attr = True
+            known = True
             thread = receiver._RTCRtpReceiver__decoder_thread
-            if thread is not None and thread.ident == ident:
-                return True
-        # If aiortc internals changed, fall back to counting everything.
-        return not found_thread_attr
+            if thread is not None and thread.ident is not None:
+                idents.add(thread.ident)
+        # If aiortc internals changed, callers fall back to counting everything.
+        return idents if known else None
+
+    def _owns_current_thread(self) -> bool:
+        idents = self.decoder_thread_idents()
+        return idents is None or threading.get_ident() in idents
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -853,6 +858,9 @@ class _AmsPeer:
         self.stream_id = stream_id
         self.pc: RTCPeerConnection | None = None
         self.errors: list[Message] = []
+        self.notifications: list[Message] = []
+        #: Set when the server reports publish_finished / play_finished for the stream.
+        self.finished = asyncio.Event()
         self.candidates_applied = 0
         self.candidate_errors: list[str] = []
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
@@ -865,6 +873,9 @@ class _AmsPeer:
         self._closed = False
 
     def _listen(self) -> None:
+        if self._pump is not None or self._closed:
+            raise RuntimeError(f"{self.role} {self.stream_id} already started or closed")
+
         def on_message(msg: Message) -> None:
             sid = msg.get("streamId")
             if sid == self.stream_id or (msg.get("command") == "error" and sid is None):
@@ -901,6 +912,10 @@ class _AmsPeer:
         elif command == "error":
             self.errors.append(msg)
             self._fail(AmsError(msg))
+        elif command == "notification":
+            self.notifications.append(msg)
+            if msg.get("definition") in ("publish_finished", "play_finished"):
+                self.finished.set()
         else:
             await self._on_message(msg)
 

@@ -9,6 +9,7 @@ Publisher/Player use: :func:`build_publisher_pc`, :class:`MediaCounter`,
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -147,6 +148,20 @@ async def test_direct_link_decodes(codec: str, links: list[Link]) -> None:
     assert link.decode_errors.count == 0, link.decode_errors.messages
     kinds = sorted(t.kind for t in link.counter.tracks)
     assert kinds == ["audio", "video"]
+
+    # Decode-error attribution: the counter knows this pc's two decoder threads, so a
+    # matching warning from any other thread (e.g. another player's) is not counted.
+    idents = link.decode_errors.decoder_thread_idents()
+    assert idents is not None and len(idents) == 2
+    unbound = DecodeErrorCounter().attach()
+    try:
+        logging.getLogger("aiortc.rtcrtpreceiver").warning(
+            "RTCRtpReceiver(video) failed to decode VP8 frame: simulated"
+        )
+    finally:
+        unbound.detach()
+    assert unbound.count == 1
+    assert link.decode_errors.count == 0
 
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
@@ -321,10 +336,13 @@ async def test_signaling_against_fake_ams(fake_ams: FakeAms) -> None:
             assert player.dropped > 0
             # The error for "nope" arrived on sock2 but was never claimed there:
             assert sock2.find("error", "no_stream_exist")
+            # Claimed-once semantics: publish_started was claimed above.
+            with pytest.raises(TimeoutError):
+                await sock.wait_for("notification", "publish_started", timeout=0.1)
+            assert len(sock.find("notification", "publish_started")) == 1
+            assert player.notifications[0]["definition"] == "play_started"
             await player.stop()
             await sock2.wait_for("notification", "play_finished", stream_id="s1")
-            # Claimed-once semantics: publish_started was claimed above, pong too.
-            assert not sock.find(lambda m: m.get("command") == "bogus")
         finally:
             await player.close()
             await pub.stop()

@@ -74,12 +74,14 @@ _policy: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar(
 )
 _original_get_host_addresses = aioice.ice.get_host_addresses
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+#: What runs when no policy is set: whatever was installed before ours (a test client's own).
+_fallback_get_host_addresses = _original_get_host_addresses
 
 
 def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     policy = _policy.get()
     if policy is None or policy.addresses is None:
-        return _original_get_host_addresses(use_ipv4, use_ipv6)
+        return _fallback_get_host_addresses(use_ipv4, use_ipv6)
     return [a for a in policy.addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
 
@@ -123,8 +125,10 @@ async def _get_component_candidates(
 
 def install_ice_patches() -> None:
     """Route aioice's gathering through the context's IcePolicy (idempotent)."""
+    global _fallback_get_host_addresses
     if getattr(aioice.ice.get_host_addresses, "_confero_patched", False):
         return
+    _fallback_get_host_addresses = aioice.ice.get_host_addresses
     _get_host_addresses._confero_patched = True  # type: ignore[attr-defined]
     aioice.ice.get_host_addresses = _get_host_addresses
     aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]

@@ -1,0 +1,51 @@
+"""The REST route table, and the one place where errors become REST replies."""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from confero.api import broadcasts
+from confero.api.schemas import Result, encoder
+from confero.domain.application import Application
+from confero.errors import ConferoError
+
+logger = logging.getLogger(__name__)
+
+AppHandler = Callable[[web.Request, Application], Awaitable[web.StreamResponse]]
+APPLICATIONS = web.AppKey("applications", dict)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.Response(body=encoder.encode(Result(False, message)), status=status, content_type="application/json")
+
+
+def bind(handler: AppHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Resolve {app}, run the handler, and map every refusal to a status and Result JSON."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        app = request.app[APPLICATIONS].get(request.match_info["app"])
+        if app is None:
+            return error_response(404, f"no application {request.match_info['app']!r}")
+        try:
+            return await handler(request, app)
+        except ConferoError as exc:
+            logger.info("%s %s refused: %s", request.method, request.path, exc)
+            return error_response(exc.status, exc.message or exc.definition)
+        except Exception:
+            logger.exception("%s %s failed", request.method, request.path)
+            return error_response(500, "internal error, see the server log")
+
+    return wrapped
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    base = "/{app}/rest/v2/broadcasts"
+    router.add_post(base + "/create", bind(broadcasts.create))
+    router.add_get(base + "/active-live-stream-count", bind(broadcasts.active_count))
+    router.add_get(base + "/list/{offset}/{size}", bind(broadcasts.list_))
+    router.add_get(base + "/{stream_id}", bind(broadcasts.get))
+    router.add_put(base + "/{stream_id}", bind(broadcasts.update))
+    router.add_delete(base + "/{stream_id}", bind(broadcasts.delete))

@@ -1,0 +1,74 @@
+"""What the domain tells a client session: plain frozen dataclasses, no wire format.
+
+The session that owns a Listener turns each event into its protocol message
+(`signaling/handlers.py`), in its own task, so the domain never writes to a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PublishStarted:
+    stream_id: str
+    room: str = ""
+
+
+@dataclass(frozen=True)
+class PublishFinished:
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class PlayStarted:
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class PlayFinished:
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    stream_id: str
+    sdp: str
+    id_mapping: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    stream_id: str
+    sdp: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    stream_id: str
+    index: int
+    mid: str | None
+    candidate: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An asynchronous failure (a peer that never connected, ICE failure)."""
+
+    stream_id: str
+    definition: str
+    information: str = ""
+
+
+Event = PublishStarted | PublishFinished | PlayStarted | PlayFinished | Offer | Answer | Candidate | Failure
+
+
+class Listener(Protocol):
+    """A client session as the domain sees it."""
+
+    @property
+    def remote(self) -> str: ...
+
+    def deliver(self, event: Event) -> None:
+        """Queue `event` for the client; never blocks, never raises."""

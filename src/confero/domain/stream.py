@@ -1,0 +1,225 @@
+"""Stream (Ant Media's broadcast) with its Publication and Playbacks.
+
+A Stream exists while someone publishes it. Its Publication owns the media Publisher; each
+Playback owns one media Subscriber fed from the Publication's tracks. Closing cascades:
+Stream.close() closes every Playback (each player hears `play_finished`), then the Publication
+(the publisher hears `publish_finished`), then leaves the Application's registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from confero.domain import events
+from confero.domain.events import Listener
+from confero.media import MediaError, Peer, Publisher, Subscriber
+
+if TYPE_CHECKING:
+    from confero.domain.application import Application
+
+logger = logging.getLogger(__name__)
+
+
+def track_id(kind: str, stream_id: str) -> str:
+    """The track id Ant Media's SDK expects in idMapping: ARDAMSv<id> / ARDAMSa<id>."""
+    return f"ARDAMS{'v' if kind == 'video' else 'a'}{stream_id}"
+
+
+class _Session:
+    """What Publication and Playback share: an owner, a peer, a connect deadline, close()."""
+
+    kind = ""
+
+    def __init__(self, stream_id: str, listener: Listener, app: Application) -> None:
+        self.stream_id = stream_id
+        self.listener = listener
+        self.app = app
+        self.peer: Peer | None = None
+        self.closed = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._close_task: asyncio.Task[None] | None = None
+
+    def _arm_deadline(self) -> None:
+        timeout = self.app.settings.publish_timeout
+        self._deadline = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._deadline = None
+        if self.peer is not None and not self.peer.connected and not self.closed:
+            logger.info("%s %s: not connected in time", self.kind, self.stream_id)
+            self.listener.deliver(events.Failure(self.stream_id, "publishTimeoutError", "the peer did not connect in time"))
+            self.close_soon("timeout")
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _send_candidates(self) -> None:
+        assert self.peer is not None
+        for c in self.peer.local_candidates():
+            self.listener.deliver(events.Candidate(self.stream_id, c.index, c.mid, c.candidate))
+
+    async def add_candidate(self, candidate: str, mid: str | None, index: int | None) -> None:
+        if self.peer is not None:
+            await self.peer.add_candidate(candidate, mid, index)
+
+    def close_soon(self, reason: str) -> None:
+        if not self.closed and self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self.close(reason))
+            self.app.track_task(self._close_task)
+
+    async def close(self, reason: str = "stop") -> None:
+        raise NotImplementedError
+
+
+class Publication(_Session):
+    """One client publishing one stream."""
+
+    kind = "publish"
+
+    def __init__(self, stream: Stream, listener: Listener) -> None:
+        super().__init__(stream.stream_id, listener, stream.app)
+        self.stream = stream
+        self.publisher: Publisher | None = None
+        self.started = False
+
+    async def accept_offer(self, sdp: str) -> None:
+        if self.publisher is not None:
+            raise MediaError("notSetRemoteDescription", "this publish already has an offer")
+        self.publisher = self.app.router.create_publisher(
+            self.stream_id, on_closed=self._peer_closed, on_connected=self._peer_connected
+        )
+        self.peer = self.publisher
+        self._arm_deadline()
+        answer = await self.publisher.answer(sdp)
+        self.listener.deliver(events.Answer(self.stream_id, answer))
+        self._send_candidates()
+
+    def _peer_connected(self, peer: Peer) -> None:
+        self._disarm()
+        if self.closed or self.started:
+            return
+        self.started = True
+        self.stream.on_started()
+        self.listener.deliver(events.PublishStarted(self.stream_id, self.stream.room))
+
+    def _peer_closed(self, peer: Peer, reason: str) -> None:
+        if not self.closed:
+            self.close_soon(reason)
+
+    async def close(self, reason: str = "stop") -> None:
+        """Idempotent: ends the stream (its players first), then the publisher peer."""
+        if self.closed:
+            return
+        self.closed = True
+        self._disarm()
+        await self.stream.close(reason)
+        if self.publisher is not None:
+            await self.publisher.close(reason)
+        self.listener.deliver(events.PublishFinished(self.stream_id))
+
+
+class Playback(_Session):
+    """One client playing one stream."""
+
+    kind = "play"
+
+    def __init__(self, stream: Stream, listener: Listener) -> None:
+        super().__init__(stream.stream_id, listener, stream.app)
+        self.stream = stream
+        self.subscriber: Subscriber | None = None
+        self.started = False
+
+    async def offer(self) -> None:
+        publisher = self.stream.publication.publisher if self.stream.publication else None
+        if publisher is None or not publisher.uptracks:
+            raise MediaError("no_stream_exist", "the stream has no media yet")
+        self.subscriber = self.app.router.create_subscriber(
+            f"{self.stream_id}/play", on_closed=self._peer_closed, on_connected=self._peer_connected
+        )
+        self.peer = self.subscriber
+        self._arm_deadline()
+        sdp = await self.subscriber.offer([(u, self.stream_id) for u in publisher.uptracks])
+        mapping = {mid: track_id(kind, label) for mid, kind, label in self.subscriber.mapping()}
+        self.listener.deliver(events.Offer(self.stream_id, sdp, mapping))
+        self._send_candidates()
+
+    async def accept_answer(self, sdp: str) -> None:
+        if self.subscriber is None:
+            raise MediaError("notSetRemoteDescription", "no offer was made for this play")
+        await self.subscriber.accept_answer(sdp)
+
+    def _peer_connected(self, peer: Peer) -> None:
+        self._disarm()
+        if self.closed or self.started:
+            return
+        self.started = True
+        self.listener.deliver(events.PlayStarted(self.stream_id))
+
+    def _peer_closed(self, peer: Peer, reason: str) -> None:
+        if not self.closed:
+            self.close_soon(reason)
+
+    async def close(self, reason: str = "stop") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._disarm()
+        self.stream.playbacks.discard(self)
+        if self.subscriber is not None:
+            await self.subscriber.close(reason)
+        self.listener.deliver(events.PlayFinished(self.stream_id))
+
+
+class Stream:
+    """A live stream: the record's status follows its Publication."""
+
+    def __init__(self, app: Application, stream_id: str, *, room: str = "", zombi: bool = True) -> None:
+        self.app = app
+        self.stream_id = stream_id
+        self.room = room
+        self.zombi = zombi
+        self.publication: Publication | None = None
+        self.playbacks: set[Playback] = set()
+        self.started_at = 0.0
+        self.closed = False
+
+    def on_started(self) -> None:
+        self.started_at = time.time()
+        self.app.track_task(asyncio.get_running_loop().create_task(self.app.stream_started(self)))
+
+    async def close(self, reason: str = "stop") -> None:
+        """Idempotent: players first, then leave the registry and mark the record finished."""
+        if self.closed:
+            return
+        self.closed = True
+        await asyncio.gather(*(p.close(reason) for p in list(self.playbacks)), return_exceptions=True)
+        await self.app.stream_finished(self)
+        if self.publication is not None and not self.publication.closed:
+            await self.publication.close(reason)
+
+    def info(self) -> list[dict[str, Any]]:
+        publisher = self.publication.publisher if self.publication else None
+        video = publisher.track("video") if publisher else None
+        audio = publisher.track("audio") if publisher else None
+        elapsed = max(time.time() - self.started_at, 1e-3) if self.started_at else 0
+        return [
+            {
+                "video_codec": video.codec.mimeType.split("/")[1] if video else "",
+                "audio_codec": audio.codec.mimeType.split("/")[1] if audio else "",
+                "video_bitrate": int(video.octets * 8 / elapsed) if video and elapsed else 0,
+                "audio_bitrate": int(audio.octets * 8 / elapsed) if audio and elapsed else 0,
+            }
+        ]
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "streamId": self.stream_id,
+            "room": self.room,
+            "publishing": self.publication is not None and not self.publication.closed,
+            "players": len(self.playbacks),
+        }

@@ -1,0 +1,135 @@
+"""Composition root: builds the store, media Router, Applications and the HTTP app; runs them.
+
+Start-up order: store, router, applications, HTTP. Shut-down runs the other way: every client
+is told its streams ended (`publish_finished` / `play_finished`), then peers close, then the
+HTTP server, then the store is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from confero.api.routes import APPLICATIONS, add_routes
+from confero.domain.application import Application
+from confero.media import IcePolicy, PeerConfig, Router
+from confero.settings import Settings
+from confero.signaling.endpoint import websocket_handler
+from confero.signaling.session import SignalingSession
+from confero.store import SqliteStore, Store
+
+logger = logging.getLogger(__name__)
+
+CODEC_MIME = {"vp8": "video/VP8", "h264": "video/H264", "opus": "audio/opus"}
+
+
+def codec_mimes(names: list[str]) -> tuple[str, ...]:
+    out = []
+    for name in names:
+        mime = CODEC_MIME.get(name.lower())
+        if mime is None:
+            raise ValueError(f"codecs: {name!r} is not one of VP8, H264, opus")
+        out.append(mime)
+    return tuple(out)
+
+
+class Server:
+    """One Confero node."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store: Store = store or SqliteStore(Path(settings.data_dir) / "confero.db")
+        addresses = tuple(settings.ice_addresses) or None
+        self.router = Router(
+            PeerConfig(
+                ice=IcePolicy(addresses=addresses, port_range=settings.port_range()),
+                announced_address=settings.announced_address or None,
+                max_bitrate=settings.max_bitrate,
+            ),
+            codec_mimes(settings.codecs),
+        )
+        self.applications = {
+            name: Application(name, settings, self.store, self.router) for name in settings.applications
+        }
+        self.sessions: set[SignalingSession] = set()
+        self.web = web.Application(client_max_size=1 << 20)
+        self.web[APPLICATIONS] = self.applications
+        self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions))
+        add_routes(self.web.router)
+        self._runner: web.AppRunner | None = None
+        self.port = settings.port
+        self.closed = False
+
+    async def start(self) -> None:
+        for name in self.applications:
+            await self.store.mark_all_finished(name)
+        await self.router.start()
+        self._runner = web.AppRunner(self.web, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        logger.info(
+            "confero listening on %s:%d, applications %s",
+            self.settings.host,
+            self.port,
+            ", ".join(self.applications),
+        )
+
+    async def close(self) -> None:
+        """Idempotent, children first: sessions, applications, router, HTTP, store."""
+        if self.closed:
+            return
+        self.closed = True
+        await asyncio.gather(*(s.close() for s in list(self.sessions)), return_exceptions=True)
+        await asyncio.gather(*(a.close() for a in self.applications.values()), return_exceptions=True)
+        await self.router.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for name in self.applications:
+            await self.store.mark_all_finished(name)
+        await self.store.flush()
+        await self.store.close()
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "sessions": [s.dump() for s in self.sessions],
+            "applications": {n: a.dump() for n, a in self.applications.items()},
+            "router": self.router.dump(),
+        }
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then shut down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = Server(settings)
+    try:
+        await server.start()
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        await server.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run(settings: Settings) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

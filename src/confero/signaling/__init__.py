@@ -1,0 +1,1 @@
+"""Ant Media's WebSocket protocol: sessions, typed messages, command handlers. Never RTP."""

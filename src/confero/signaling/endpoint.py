@@ -1,0 +1,35 @@
+"""The `/{App}/websocket` route: unknown application is a 404; otherwise run a session."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from aiohttp import web
+
+from confero.domain.application import Application
+from confero.signaling.session import SignalingSession
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE = 1 << 20
+
+
+def websocket_handler(
+    applications: dict[str, Application], sessions: set[SignalingSession]
+) -> Callable[[web.Request], object]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        app = applications.get(request.match_info["app"])
+        if app is None:
+            raise web.HTTPNotFound(text=f"no application {request.match_info['app']!r}")
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=True)
+        await ws.prepare(request)
+        session = SignalingSession(ws, app, request.remote or "?")
+        sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            sessions.discard(session)
+        return ws
+
+    return handler

@@ -1,0 +1,176 @@
+"""One handler per Ant Media command, and the one place errors become `error` messages.
+
+Each handler makes one call into the domain and answers through the session. Events the
+domain delivers later (offers, candidates, notifications) are turned into messages by
+`event_message`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from confero.domain import events
+from confero.domain.ids import check_stream_id
+from confero.domain.stream import Playback, Publication
+from confero.errors import ConferoError
+from confero.media import MediaError
+from confero.signaling import messages as m
+
+if TYPE_CHECKING:
+    from confero.signaling.session import SignalingSession
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[["SignalingSession", m.Command], Awaitable[None]]
+
+
+def error_message(exc: BaseException, stream_id: str = "") -> m.Error:
+    """Every refusal, whatever raised it, in the protocol's own terms."""
+    if isinstance(exc, ConferoError):
+        error_code = "404" if exc.definition == "no_stream_exist" else ""
+        return m.Error(definition=exc.definition, stream_id=stream_id, information=exc.message, error_code=error_code)
+    if isinstance(exc, MediaError):
+        return m.Error(definition=exc.reason, stream_id=stream_id, information=exc.detail)
+    if isinstance(exc, m.DecodeFailure):
+        return m.Error(definition=exc.definition, stream_id=exc.stream_id, information=exc.information)
+    return m.Error(definition="server_error_check_logs", stream_id=stream_id)
+
+
+def event_message(event: events.Event) -> m.Message:
+    match event:
+        case events.Offer(stream_id, sdp, mapping):
+            return m.TakeConfigurationOut(stream_id=stream_id, type="offer", sdp=sdp, id_mapping=mapping)
+        case events.Answer(stream_id, sdp):
+            return m.TakeConfigurationOut(stream_id=stream_id, type="answer", sdp=sdp)
+        case events.Candidate(stream_id, index, mid, candidate):
+            return m.TakeCandidateOut(stream_id=stream_id, label=index, id=mid, candidate=candidate)
+        case events.PublishStarted(stream_id, room):
+            return m.Notification(definition="publish_started", stream_id=stream_id, room=room, room_name=room)
+        case events.PublishFinished(stream_id):
+            return m.Notification(definition="publish_finished", stream_id=stream_id)
+        case events.PlayStarted(stream_id):
+            return m.Notification(definition="play_started", stream_id=stream_id)
+        case events.PlayFinished(stream_id):
+            return m.Notification(definition="play_finished", stream_id=stream_id)
+        case events.Failure(stream_id, definition, information):
+            return m.Error(definition=definition, stream_id=stream_id, information=information)
+    raise TypeError(f"no message for {event!r}")
+
+
+async def ping(session: SignalingSession, command: m.Command) -> None:
+    session.send(m.Pong())
+
+
+async def get_ice_server_config(session: SignalingSession, command: m.Command) -> None:
+    s = session.app.app_settings
+    session.send(
+        m.IceServerConfig(
+            stun_server_uri=s.stunServerURI,
+            turn_server_username=s.turnServerUsername,
+            turn_server_credential=s.turnServerCredential,
+        )
+    )
+
+
+async def publish(session: SignalingSession, command: m.Command) -> None:
+    assert isinstance(command, m.Publish)
+    stream_id = command.stream_id
+    if stream_id in session.owned:
+        kind = "already_publishing" if isinstance(session.owned[stream_id], Publication) else "already_playing"
+        raise ConferoError(f"{stream_id} is already in use on this connection", definition=kind)
+    publication = await session.app.publish(session, stream_id, name=command.stream_name)
+    session.owned[stream_id] = publication
+    session.send(m.Start(stream_id=stream_id))
+
+
+async def play(session: SignalingSession, command: m.Command) -> None:
+    assert isinstance(command, m.Play)
+    stream_id = command.stream_id
+    if stream_id in session.owned:
+        kind = "already_playing" if isinstance(session.owned[stream_id], Playback) else "already_publishing"
+        raise ConferoError(f"{stream_id} is already in use on this connection", definition=kind)
+    playback = await session.app.play(session, stream_id)
+    session.owned[stream_id] = playback
+
+
+async def take_configuration(session: SignalingSession, command: m.Command) -> None:
+    assert isinstance(command, m.TakeConfiguration)
+    owned = session.owned.get(command.stream_id)
+    if command.type not in ("offer", "answer") or not command.sdp:
+        raise MediaError("notSetRemoteDescription", "takeConfiguration needs type offer/answer and an sdp")
+    if isinstance(owned, Publication) and command.type == "offer":
+        try:
+            await owned.accept_offer(command.sdp)
+        except MediaError:
+            session.owned.pop(command.stream_id, None)
+            await owned.close("error")
+            raise
+    elif isinstance(owned, Playback) and command.type == "answer":
+        try:
+            await owned.accept_answer(command.sdp)
+        except MediaError:
+            session.owned.pop(command.stream_id, None)
+            await owned.close("error")
+            raise
+    else:
+        raise MediaError(
+            "notSetRemoteDescription",
+            f"no {'publish' if command.type == 'offer' else 'play'} of {command.stream_id} on this connection",
+        )
+
+
+async def take_candidate(session: SignalingSession, command: m.Command) -> None:
+    assert isinstance(command, m.TakeCandidate)
+    owned = session.owned.get(command.stream_id)
+    if owned is None:
+        raise ConferoError(f"no publish or play of {command.stream_id}", definition="no_peer_associated_before")
+    await owned.add_candidate(command.candidate, command.id, command.label)
+
+
+async def stop(session: SignalingSession, command: m.Command) -> None:
+    owned = session.owned.pop(command.stream_id, None)
+    if owned is None:
+        logger.debug("stop for %s, which this connection does not have", command.stream_id)
+        return
+    await owned.close("stop")
+
+
+async def get_stream_info(session: SignalingSession, command: m.Command) -> None:
+    stream = session.app.live_stream(command.stream_id)
+    entries = [
+        m.StreamInfoEntry(
+            video_codec=e["video_codec"],
+            audio_codec=e["audio_codec"],
+            video_bitrate=e["video_bitrate"],
+            audio_bitrate=e["audio_bitrate"],
+        )
+        for e in stream.info()
+    ]
+    session.send(m.StreamInformation(stream_id=command.stream_id, stream_info=entries))
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": ping,
+    "getIceServerConfig": get_ice_server_config,
+    "publish": publish,
+    "play": play,
+    "takeConfiguration": take_configuration,
+    "takeCandidate": take_candidate,
+    "stop": stop,
+    "getStreamInfo": get_stream_info,
+}
+
+
+async def dispatch(session: SignalingSession, name: str, command: m.Command) -> None:
+    """Run one command; any refusal is answered with an `error` and logged once."""
+    try:
+        if name not in m.NO_STREAM_ID:
+            check_stream_id(command.stream_id)
+        await HANDLERS[name](session, command)
+    except (ConferoError, MediaError) as exc:
+        logger.info("%s %s(%s) refused: %s", session.remote, name, command.stream_id, exc)
+        session.send(error_message(exc, command.stream_id))
+    except Exception as exc:
+        logger.exception("%s %s(%s) failed", session.remote, name, command.stream_id)
+        session.send(error_message(exc, command.stream_id))

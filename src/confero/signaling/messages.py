@@ -1,0 +1,200 @@
+"""Every Ant Media WebSocket message Confero reads or writes, as typed structs.
+
+This and `api/schemas.py` are the only places where the wire's camelCase names appear.
+Client commands are decoded leniently (unknown fields ignored, "true" accepted for true),
+as the official SDKs send optional fields loosely typed. Server messages are encoded from
+tagged structs so that the `command` field is always right.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+# -- client -> server ------------------------------------------------------------------------
+
+
+class Command(msgspec.Struct, rename="camel", kw_only=True):
+    stream_id: str = ""
+
+
+class Ping(Command):
+    pass
+
+
+class GetIceServerConfig(Command):
+    pass
+
+
+class Publish(Command):
+    token: str | None = None
+    subscriber_id: str = ""
+    subscriber_code: str = ""
+    stream_name: str = ""
+    main_track: str = ""
+    video: bool = True
+    audio: bool = True
+    meta_data: str | dict[str, Any] = ""
+    role: str = ""
+
+
+class Play(Command):
+    token: str | None = None
+    room: str = ""
+    track_list: list[str] = []
+    subscriber_id: str = ""
+    subscriber_code: str = ""
+    viewer_info: str = ""
+    role: str = ""
+    user_publish_id: str = ""
+    disable_tracks_by_default: bool = False
+
+
+class TakeConfiguration(Command):
+    type: str = ""
+    sdp: str = ""
+
+
+class TakeCandidate(Command):
+    label: int | None = None
+    id: str | None = None
+    candidate: str = ""
+
+
+class Stop(Command):
+    pass
+
+
+class GetStreamInfo(Command):
+    pass
+
+
+COMMANDS: dict[str, type[Command]] = {
+    "ping": Ping,
+    "getIceServerConfig": GetIceServerConfig,
+    "publish": Publish,
+    "play": Play,
+    "takeConfiguration": TakeConfiguration,
+    "takeCandidate": TakeCandidate,
+    "stop": Stop,
+    "getStreamInfo": GetStreamInfo,
+}
+
+#: Commands that need no streamId (everything else is refused without one).
+NO_STREAM_ID = frozenset({"ping", "getIceServerConfig"})
+
+
+class DecodeFailure(Exception):
+    """A frame that is not a usable command; `definition` is the error to answer with."""
+
+    def __init__(self, definition: str, information: str, command: str = "", stream_id: str = "") -> None:
+        super().__init__(information)
+        self.definition = definition
+        self.information = information
+        self.command = command
+        self.stream_id = stream_id
+
+
+_decoder = msgspec.json.Decoder()
+
+
+def decode(text: str | bytes) -> tuple[str, Command]:
+    """(command name, typed command) or DecodeFailure."""
+    try:
+        raw = _decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise DecodeFailure("invalid_json", f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DecodeFailure("invalid_json", "a message must be a JSON object")
+    name = raw.get("command")
+    stream_id = raw.get("streamId") if isinstance(raw.get("streamId"), str) else ""
+    if not isinstance(name, str) or not name:
+        raise DecodeFailure("missingParameter", "the message has no command", stream_id=stream_id)
+    cls = COMMANDS.get(name)
+    if cls is None:
+        raise DecodeFailure("unknown_command", f"unknown command {name!r}", name, stream_id)
+    try:
+        command = msgspec.convert(raw, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise DecodeFailure("invalid_field", str(exc), name, stream_id) from None
+    return name, command
+
+
+# -- server -> client ------------------------------------------------------------------------
+
+
+class Message(msgspec.Struct, rename="camel", kw_only=True, omit_defaults=True, tag_field="command"):
+    pass
+
+
+class Pong(Message, tag="pong"):
+    pass
+
+
+class Start(Message, tag="start"):
+    stream_id: str
+
+
+class TakeConfigurationOut(Message, tag="takeConfiguration"):
+    stream_id: str
+    type: str
+    sdp: str
+    id_mapping: dict[str, str] | None = None
+
+
+class TakeCandidateOut(Message, tag="takeCandidate"):
+    stream_id: str
+    label: int
+    id: str | None
+    candidate: str
+
+
+class StopOut(Message, tag="stop"):
+    stream_id: str
+
+
+class IceServerConfig(Message, tag="iceServerConfig"):
+    stun_server_uri: str = ""
+    turn_server_username: str = ""
+    turn_server_credential: str = ""
+
+
+class StreamInfoEntry(msgspec.Struct, rename="camel"):
+    stream_width: int = 0
+    stream_height: int = 0
+    video_bitrate: int = 0
+    audio_bitrate: int = 0
+    video_codec: str = ""
+    audio_codec: str = ""
+
+
+class StreamInformation(Message, tag="streamInformation"):
+    stream_id: str
+    stream_info: list[StreamInfoEntry]
+
+
+class Notification(Message, tag="notification"):
+    definition: str
+    stream_id: str = ""
+    room: str = ""
+    room_name: str = msgspec.field(default="", name="ATTR_ROOM_NAME")
+    subscriber_id: str = ""
+
+
+class Error(Message, tag="error"):
+    definition: str
+    stream_id: str = ""
+    information: str = ""
+    error_code: str = ""
+
+
+Outgoing = Union[
+    Pong, Start, TakeConfigurationOut, TakeCandidateOut, StopOut, IceServerConfig, StreamInformation, Notification, Error
+]
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: Message) -> str:
+    return _encoder.encode(message).decode()
