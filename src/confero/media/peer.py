@@ -150,7 +150,7 @@ class Peer:
         return sdp
 
     def local_candidates(self) -> list[LocalCandidate]:
-        """The gathered candidates, one entry per m-line, for trickling to the client."""
+        """The gathered candidates of the first m-line (the BUNDLE transport), for trickling."""
         out: list[LocalCandidate] = []
         index = -1
         mid: str | None = None
@@ -160,7 +160,7 @@ class Peer:
                 mid = None
             elif line.startswith("a=mid:"):
                 mid = line[6:]
-            elif line.startswith("a=candidate:") and index >= 0:
+            elif line.startswith("a=candidate:") and index == 0:
                 out.append(LocalCandidate(index, mid, line[2:]))
         return out
 

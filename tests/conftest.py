@@ -1,0 +1,60 @@
+"""Shared fixtures: an in-process Confero server on loopback, and a leak check after each test."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from confero.media import aiortc_hooks
+from confero.server import Server
+from confero.settings import Settings
+from tests.amsclient import loopback_only
+
+# Test clients gather 127.0.0.1 only (aioice skips loopback by default). This must run before
+# the server installs its own policy hook, which falls back to the function installed now.
+loopback_only()
+aiortc_hooks.install_ice_patches()
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=str(tmp_path / "data"),
+        ice_addresses=["127.0.0.1"],
+        publish_timeout=10.0,
+    )
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    settings.validate()
+    return settings
+
+
+def assert_no_leaks(server: Server) -> None:
+    dump = server.dump()
+    assert dump["router"] == {"publishers": [], "subscribers": []}, dump["router"]
+    for name, app in dump["applications"].items():
+        assert app["streams"] == [], (name, app)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = Server(make_settings(tmp_path))
+    await srv.start()
+    try:
+        yield srv
+        # Every test closes its clients; give the server a moment to see the sockets go.
+        for _ in range(50):
+            dump = srv.dump()
+            if not dump["sessions"] and not dump["router"]["publishers"] and not dump["router"]["subscribers"]:
+                break
+            await asyncio.sleep(0.1)
+        assert_no_leaks(srv)
+        assert srv.dump()["sessions"] == []
+    finally:
+        await srv.close()
+    gc.collect()
