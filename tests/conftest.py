@@ -57,4 +57,17 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         assert srv.dump()["sessions"] == []
     finally:
         await srv.close()
+    await assert_no_pending_tasks()
     gc.collect()
+
+
+async def assert_no_pending_tasks(timeout: float = 5.0) -> None:
+    """Every task the server or the clients started has finished once all are closed."""
+    current = asyncio.current_task()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not pending or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert not pending, [repr(t) for t in pending]

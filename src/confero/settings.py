@@ -104,12 +104,15 @@ class Settings:
             raise SettingsError(f"port: {self.port} is not a port")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError(f"log_level: {self.log_level!r} is not a level")
-        for name in self.applications:
-            if not name or not all(c.isalnum() or c in "_-." for c in name):
-                raise SettingsError(f"applications: {name!r} is not a valid application name")
+        for codec in self.codecs:
+            if codec.lower() not in ("vp8", "h264", "opus"):
+                raise SettingsError(f"codecs: {codec!r} is not one of VP8, H264, opus")
         for name in self.apps:
             if name not in self.applications:
                 self.applications.append(name)
+        for name in self.applications:
+            if not name or not all(c.isalnum() or c in "_-." for c in name):
+                raise SettingsError(f"applications: {name!r} is not a valid application name")
 
     # -- sources -------------------------------------------------------------------------
 

@@ -186,7 +186,7 @@ class Error(Message, tag="error"):
     definition: str
     stream_id: str = ""
     information: str = ""
-    error_code: str = ""
+    error_code: str = msgspec.field(default="", name="error_code")
 
 
 Outgoing = Union[
