@@ -218,7 +218,7 @@ class Stream:
 
     def dump(self) -> dict[str, Any]:
         return {
-            "streamId": self.stream_id,
+            "stream_id": self.stream_id,
             "room": self.room,
             "publishing": self.publication is not None and not self.publication.closed,
             "players": len(self.playbacks),

@@ -140,6 +140,10 @@ def set_ice_policy(policy: IcePolicy | None) -> contextvars.Token[IcePolicy | No
     return _policy.set(policy)
 
 
+def reset_ice_policy(token: contextvars.Token[IcePolicy | None]) -> None:
+    _policy.reset(token)
+
+
 # --------------------------------------------------------------------------------------------
 # Transports of a peer connection
 # --------------------------------------------------------------------------------------------
@@ -328,6 +332,7 @@ def negotiated(transceiver: RTCRtpTransceiver) -> Negotiated:
 
 
 def payload_types(transceiver: RTCRtpTransceiver) -> dict[int, RTCRtpCodecParameters]:
+    """Negotiated codecs by payload type, in the remote's order of preference."""
     return {c.payloadType: c for c in transceiver._codecs}
 
 

@@ -139,7 +139,7 @@ class Peer:
         except Exception as exc:
             raise MediaError("notSetLocalDescription", str(exc)) from exc
         finally:
-            aiortc_hooks._policy.reset(token)
+            aiortc_hooks.reset_ice_policy(token)
 
     def local_sdp(self) -> str:
         description = self.pc.localDescription

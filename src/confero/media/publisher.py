@@ -75,9 +75,7 @@ class Publisher(Peer):
                 aiortc_hooks.restrict_codecs(transceiver, ())
                 continue
             codecs = aiortc_hooks.payload_types(transceiver)
-            chosen = next(
-                (c for c in transceiver._codecs if c.mimeType.lower() in self.allowed_codecs), None
-            )
+            chosen = next((c for c in codecs.values() if c.mimeType.lower() in self.allowed_codecs), None)
             if chosen is None:
                 offered = sorted({c.mimeType for c in codecs.values() if not c.mimeType.lower().endswith("/rtx")})
                 aiortc_hooks.restrict_codecs(transceiver, ())

@@ -1,0 +1,1 @@
+"""Security primitives (tokens, JWT); no HTTP, no WebSocket."""
