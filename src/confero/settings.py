@@ -114,6 +114,25 @@ class Settings:
             if not name or not all(c.isalnum() or c in "_-." for c in name):
                 raise SettingsError(f"applications: {name!r} is not a valid application name")
 
+    @classmethod
+    def sample_toml(cls) -> str:
+        """The commented sample config file (confero.sample.toml; a test keeps it in sync)."""
+        lines = [
+            "# Confero settings: every key with its default.",
+            "# Precedence: defaults < this file < CONFERO_* environment variables < command-line flags.",
+            "",
+        ]
+        defaults = cls()
+        for f in cls.server_fields():
+            lines.append(f"# {f.metadata['help']}")
+            lines.append(f"{f.name} = {_toml_value(getattr(defaults, f.name))}")
+            lines.append("")
+        lines.append("# Per-application settings, with Ant Media's names:")
+        lines.append("[apps.WebRTCAppEE]")
+        for key, value in AppSettings().to_dict().items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
     # -- sources -------------------------------------------------------------------------
 
     @classmethod
@@ -182,6 +201,16 @@ class Settings:
             value = getattr(args, f.name, None)
             if value is not None:
                 setattr(self, f.name, _coerce("--" + f.name.replace("_", "-"), f.type, value))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
 
 
 def _is_list(type_: Any) -> bool:
