@@ -139,7 +139,7 @@ class Application:
         if record.stream_id:
             check_stream_id(record.stream_id)
             if await self.store.get_stream(self.name, record.stream_id) is not None or record.stream_id in self.streams:
-                raise Conflict("Stream id is already being used. Please change stream id or keep it empty")
+                raise Conflict("Stream id is already being used. Please change stream id or keep it empty", status=400)
         else:
             record.stream_id = new_stream_id()
         record.status = "created"
