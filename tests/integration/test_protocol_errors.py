@@ -194,3 +194,30 @@ async def test_closing_the_socket_mid_publish_releases_everything(server: Server
             break
         await asyncio.sleep(0.05)
     assert server.applications["WebRTCAppEE"].streams == {}
+
+
+async def test_silent_player_is_released_after_consent_expires(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.1)
+    pub_sock = await AmsSocket.connect(server.port)
+    play_sock = await AmsSocket.connect(server.port)
+    publisher = Publisher(pub_sock, "silent", codec="VP8", with_audio=False)
+    player = Player(play_sock, "silent")
+    try:
+        await publisher.start()
+        await pub_sock.wait_for(definition="publish_started", stream_id="silent")
+        await player.start()
+        await player.wait_frames(5)
+        # The player's machine vanishes: nothing in, nothing out, no DTLS close.
+        pair = player.pc.getTransceivers()[0].receiver.transport.transport._connection._nominated[1]
+        pair.protocol.datagram_received = lambda data, addr: None
+        pair.protocol.transport.sendto = lambda data, addr=None: None
+        await play_sock.wait_for(definition="play_finished", stream_id="silent", timeout=15)
+        assert not server.router.subscribers
+        assert server.applications["WebRTCAppEE"].streams["silent"].playbacks == set()
+    finally:
+        await player.close()
+        await publisher.close()
+        await play_sock.close()
+        await pub_sock.close()
