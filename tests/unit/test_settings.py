@@ -385,7 +385,7 @@ def _flag_of(f: Any) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def test_every_field_has_a_flag_and_an_env_var() -> None:
+def test_every_field_has_a_flag_and_an_env_var(tmp_path: Path) -> None:
     fields = Settings.server_fields()
     assert {f.name for f in fields} >= {
         "host",
@@ -421,21 +421,11 @@ def test_every_field_has_a_flag_and_an_env_var() -> None:
 
         # The file key sets the field.
         from_file = Settings()
-        path = Path(f"/nonexistent/{f.name}")
         value = f'"{raw}"' if kind in ("str", "list[str]") else raw
-        from_file_text = f"{f.name} = {value}\n"
-        _apply_text(from_file, from_file_text, path)
+        from_file.apply_file(write(tmp_path, f"{f.name} = {value}\n"))
         assert getattr(from_file, f.name) == expected, f"file key {f.name}"
         assert getattr(Settings(), f.name) != expected, f"sample for {f.name} equals its default"
 
-
-def _apply_text(settings: Settings, text: str, name: Path) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / name.name
-        path.write_text(text)
-        settings.apply_file(path)
 
 
 def test_list_fields_are_repeatable_flags() -> None:

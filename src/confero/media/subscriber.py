@@ -9,6 +9,7 @@ keyframe. Players' PLI/FIR go to the UpTrack, NACKs are answered from the DownTr
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver
@@ -48,6 +49,16 @@ def codec_preferences(uptrack: UpTrack) -> list[RTCRtpCodecCapability]:
     return chosen
 
 
+@dataclass
+class Slot:
+    """One offered m-line: its transceiver, the UpTrack it carries and the caller's label."""
+
+    transceiver: RTCRtpTransceiver
+    uptrack: UpTrack
+    label: str
+    active: bool = True
+
+
 class Subscriber(Peer):
     """Egress side of one player: any number of forwarded tracks on one peer connection."""
 
@@ -65,17 +76,24 @@ class Subscriber(Peer):
         super().__init__(config, name, on_closed=on_closed, on_connected=on_connected)
         self.downtracks: list[DownTrack] = []
         self._on_source_closed = on_source_closed
-        self._offered: list[tuple[RTCRtpTransceiver, UpTrack, str]] = []
+        self.slots: list[Slot] = []
         self._senders: dict[DownTrack, RTCRtpSender] = {}
         self._by_ssrc: dict[int, DownTrack] = {}
         self._tap: aiortc_hooks.TransportTap | None = None
+        self.data_channel: Any = None
 
-    async def offer(self, uptracks: list[tuple[UpTrack, str]]) -> str:
-        """Offer one sendonly m-line per (UpTrack, label); returns the offer SDP."""
+    async def offer(self, uptracks: list[tuple[UpTrack, str]], *, data_channel: str | None = None) -> str:
+        """Offer one sendonly m-line per (UpTrack, label) and returns the offer SDP.
+
+        Called again on a connected peer, it renegotiates: earlier m-lines stay (removed ones
+        as inactive) and the new ones are appended.
+        """
         for uptrack, label in uptracks:
             transceiver = self.pc.addTransceiver(aiortc_hooks.IdleTrack(uptrack.kind), direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(uptrack))
-            self._offered.append((transceiver, uptrack, label))
+            self.slots.append(Slot(transceiver, uptrack, label))
+        if data_channel is not None and self.data_channel is None:
+            self.data_channel = self.pc.createDataChannel(data_channel)
         offer = await self.pc.createOffer()
         await self._set_local(offer)
         if self._tap is None:
@@ -85,12 +103,50 @@ class Subscriber(Peer):
 
     def mapping(self) -> list[tuple[str, str, str]]:
         """(mid, kind, label) of every offered m-line, for the client's track id mapping."""
-        return [(t.mid or "", u.kind, label) for t, u, label in self._offered]
+        return [(s.transceiver.mid or "", s.uptrack.kind, s.label) for s in self.slots]
+
+    def labels(self) -> set[str]:
+        """Labels of the sources currently forwarded."""
+        return {s.label for s in self.slots if s.active}
+
+    def remove(self, label: str) -> bool:
+        """Stop forwarding the sources with `label`; their m-lines go inactive on the next offer."""
+        removed = False
+        for slot in self.slots:
+            if slot.label == label and slot.active:
+                slot.active = False
+                slot.transceiver.direction = "inactive"
+                removed = True
+                for downtrack in [d for d in self.downtracks if d.mid == slot.transceiver.mid]:
+                    downtrack.stop()
+                    self.downtracks.remove(downtrack)
+                    self._senders.pop(downtrack, None)
+                    self._by_ssrc.pop(downtrack.ssrc, None)
+        return removed
+
+    def set_enabled(self, label: str, enabled: bool) -> bool:
+        """Pause or resume forwarding of a source without renegotiating."""
+        found = False
+        mids = {s.transceiver.mid for s in self.slots if s.label == label and s.active}
+        for downtrack in self.downtracks:
+            if downtrack.mid in mids:
+                found = True
+                if enabled and not downtrack.enabled:
+                    downtrack.enabled = True
+                    downtrack.resync()
+                else:
+                    downtrack.enabled = enabled
+        return found
+
+    @property
+    def negotiating(self) -> bool:
+        return self.pc.signalingState == "have-local-offer"
 
     async def accept_answer(self, answer_sdp: str) -> None:
         await self._set_remote(answer_sdp, "answer")
-        for transceiver, uptrack, _label in self._offered:
-            if any(d.mid == transceiver.mid for d in self.downtracks):
+        for slot in self.slots:
+            transceiver, uptrack = slot.transceiver, slot.uptrack
+            if not slot.active or any(d.mid == transceiver.mid for d in self.downtracks):
                 continue
             agreed = aiortc_hooks.negotiated(transceiver)
             if agreed.codec is None or agreed.codec.mimeType.lower() != uptrack.codec.mimeType.lower():
@@ -161,7 +217,7 @@ class Subscriber(Peer):
             self._tap = None
         self._senders.clear()
         self._by_ssrc.clear()
-        self._offered.clear()
+        self.slots.clear()
 
     def dump(self) -> dict[str, Any]:
         out = super().dump()
