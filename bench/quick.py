@@ -81,6 +81,16 @@ def proc_cpu(pid: int) -> tuple[float, float, float]:
     return user, system, total
 
 
+def udp_errors() -> dict[str, int]:
+    """System-wide UDP counters (/proc/net/snmp): socket-buffer overflows show up here, not as server bugs."""
+    try:
+        lines = [l.split() for l in Path("/proc/net/snmp").read_text().splitlines() if l.startswith("Udp:")]
+        table = dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
+    except (OSError, IndexError, ValueError):
+        return {}
+    return {k: table.get(k, 0) for k in ("InErrors", "RcvbufErrors", "SndbufErrors")}
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -232,11 +242,13 @@ def measure(
 ) -> dict[str, Any]:
     """One measurement window: server CPU, publisher packets, player packets."""
     s0 = lg.request({"cmd": "stats"}, "stats", 10)
+    u0 = udp_errors()
     c0 = proc_cpu(server_pid)
     t0 = time.monotonic()
     l0 = proc_cpu(loadgen_pid)
     time.sleep(window)
     s1 = lg.request({"cmd": "stats"}, "stats", 10)
+    u1 = udp_errors()
     c1 = proc_cpu(server_pid)
     t1 = time.monotonic()
     l1 = proc_cpu(loadgen_pid)
@@ -282,6 +294,7 @@ def measure(
         "late": late,
         "lost_estimate": max(0, gaps - late),
         "publisher_resyncs": s1["resyncs"] - s0["resyncs"],
+        "udp_errors": {k: u1.get(k, 0) - u0.get(k, 0) for k in u1},
         "subs": per_sub,
     }
 
@@ -408,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"in {run['pps_in']:6.0f} pps out {run['pps_out']:7.0f} pps"
                     + (f" ({ratio * 100:.1f} % of K x in)" if ratio is not None else "")
                     + f" gaps {run['gaps']} loadgen {run['loadgen_cpu'] * 100:.1f} %"
+                    + (f" UDP buffer drops {run['udp_errors']}" if any(run["udp_errors"].values()) else "")
                 )
                 sys.stdout.flush()
         except Exception as exc:

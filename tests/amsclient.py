@@ -46,6 +46,7 @@ import aiohttp
 import aioice.ice
 import av
 from aiortc import (
+    RTCBundlePolicy,
     MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
@@ -139,8 +140,15 @@ def force_loopback_ice() -> Iterator[bool]:
 
 
 def new_peer_connection() -> RTCPeerConnection:
-    """An RTCPeerConnection with no STUN/TURN servers (aiortc's default is Google STUN)."""
-    return RTCPeerConnection(configuration=RTCConfiguration(iceServers=[]))
+    """An RTCPeerConnection with no STUN/TURN servers (aiortc's default is Google STUN).
+
+    max-bundle: with aiortc's default "balanced" policy, an answerer given several m-lines of
+    one kind (a room play) puts the later ones on a transport that BUNDLE then discards, and
+    their media is routed to the first receiver of that kind. Browsers bundle everything.
+    """
+    return RTCPeerConnection(
+        configuration=RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
 
 
 async def wait_for_connected(pc: RTCPeerConnection, timeout: float = 10.0) -> None:

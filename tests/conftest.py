@@ -39,6 +39,7 @@ def assert_no_leaks(server: Server) -> None:
     assert dump["router"] == {"publishers": [], "subscribers": []}, dump["router"]
     for name, app in dump["applications"].items():
         assert app["streams"] == [], (name, app)
+        assert app["rooms"] == [], (name, app)
 
 
 @pytest.fixture

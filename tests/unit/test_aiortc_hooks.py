@@ -258,32 +258,41 @@ async def test_ice_policy_addresses(peers: Peers, other_host_addresses: str) -> 
 
 async def test_ice_policy_port_range(peers: Peers) -> None:
     low, high = free_udp_range(10)
-    server = peers.new(bundlePolicy=RTCBundlePolicy.MAX_COMPAT)
+    policy = IcePolicy(addresses=("127.0.0.1",), port_range=(low, high))
+
+    # unbundled offer: one transport per m-line, each bound inside the range
+    token = aiortc_hooks.set_ice_policy(policy)
+    try:
+        candidates = await gather(peers.new(bundlePolicy=RTCBundlePolicy.MAX_COMPAT), ("video", "audio", "video"))
+    finally:
+        aiortc_hooks._policy.reset(token)
+    assert len(candidates) == 3
+    assert len({p for _, p in candidates}) == 3
+    for host, port in candidates:
+        assert host == "127.0.0.1"
+        assert low <= port <= high, (port, low, high)
+
+    # an answering server peer: the sockets we bound are real aioice sockets, ICE and DTLS
+    # complete over them
+    server = peers.new()
     client = build_publisher_pc("VP8")
     peers.add(client.pc)
 
     def within_range(pc: RTCPeerConnection) -> None:
         # the answer's gathering happens inside setLocalDescription, i.e. in this context
-        aiortc_hooks.set_ice_policy(IcePolicy(addresses=("127.0.0.1",), port_range=(low, high)))
+        aiortc_hooks.set_ice_policy(policy)
 
     token = aiortc_hooks._policy.set(None)
     try:
         await exchange(client.pc, server, after_remote=within_range)
     finally:
         aiortc_hooks._policy.reset(token)
-    candidates = host_candidates(server)
-    assert len(candidates) == 2  # unbundled: one transport per m-line, each with its own port
-    assert len({p for _, p in candidates}) == 2
-    for host, port in candidates:
-        assert host == "127.0.0.1"
-        assert low <= port <= high, (port, low, high)
-
-    # the sockets we bound are real aioice sockets: ICE and DTLS complete over them
+    ((host, port),) = set(host_candidates(server))  # one bundled transport, listed per m-line
+    assert host == "127.0.0.1" and low <= port <= high
     await connect(client.pc, server)
-    for dtls in aiortc_hooks.dtls_transports(server):
-        pair = dtls.transport._connection._nominated[1]
-        assert low <= pair.protocol.local_candidate.port <= high
-        assert pair.protocol.transport.get_extra_info("sockname")[1] == pair.protocol.local_candidate.port
+    pair = aiortc_hooks.dtls_transports(server)[0].transport._connection._nominated[1]
+    assert pair.protocol.local_candidate.port == port
+    assert pair.protocol.transport.get_extra_info("sockname")[:2] == ("127.0.0.1", port)
     client.stop_tracks()
 
 
@@ -344,15 +353,24 @@ async def test_ice_policy_does_not_leak_between_tasks(peers: Peers, other_host_a
 
 
 async def test_dtls_transports(peers: Peers) -> None:
+    # before negotiation every transceiver has its own transport; BUNDLE merges them
     bundled = peers.new()
     bundled.addTransceiver("video")
     bundled.addTransceiver("audio")
     bundled.createDataChannel("x")
     await bundled.setLocalDescription(await bundled.createOffer())
-    transports = aiortc_hooks.dtls_transports(bundled)
-    assert len(transports) == 1
-    assert transports[0] is bundled.getTransceivers()[0].receiver.transport
-    assert transports[0] is bundled.sctp.transport
+    assert len(aiortc_hooks.dtls_transports(bundled)) == 3
+    answerer = peers.new()
+    await answerer.setRemoteDescription(bundled.localDescription)
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    await bundled.setRemoteDescription(answerer.localDescription)
+    for pc in (bundled, answerer):
+        transports = aiortc_hooks.dtls_transports(pc)
+        assert len(transports) == 1
+        assert transports[0] is pc.getTransceivers()[0].receiver.transport
+        assert transports[0] is pc.getTransceivers()[1].sender.transport
+        assert transports[0] is pc.sctp.transport
+    await connect(bundled, answerer)
 
     unbundled = peers.new(bundlePolicy=RTCBundlePolicy.MAX_COMPAT)
     unbundled.addTransceiver("video")
@@ -742,6 +760,8 @@ async def test_payload_types_restrict_codecs_negotiated_sender_ssrcs(peers: Peer
         assert section.ssrc_group[0].semantic == "FID"
         assert section.ssrc_group[0].items == [ssrc, rtx_ssrc]
         assert [s.ssrc for s in section.ssrc] == [ssrc, rtx_ssrc]
+    # (closing a pc while aioice is still connecting leaks aioice's consent task)
+    await connect(offerer, answerer)
 
 
 async def test_restrict_codecs_to_nothing_declines_the_m_line(peers: Peers) -> None:
@@ -844,5 +864,25 @@ async def test_idle_track_parks_the_sender_and_stops_cleanly(
         assert track._never.cancelled()
         await asyncio.wait_for(receiving.close(), 5)
         await assert_no_pending_tasks()
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not problems, [r.getMessage() for r in problems]
+
+
+async def test_idle_track_stop_releases_the_sender(peers: Peers, caplog: pytest.LogCaptureFixture) -> None:
+    """Stopping the track itself (not the pc) ends the sender's parked recv() and RTP loop."""
+    track = IdleTrack("audio")
+    sending = peers.new()
+    transceiver = sending.addTransceiver(track, direction="sendonly")
+    receiving = peers.new()
+    with caplog.at_level(logging.DEBUG, logger="aiortc"):
+        await exchange(sending, receiving)
+        await connect(sending, receiving)
+        rtp_task = transceiver.sender._RTCRtpSender__rtp_task
+        await asyncio.sleep(0.1)
+        assert not rtp_task.done()
+        track.stop()
+        await wait_until(rtp_task.done, 2, "the sender's RTP loop to end")
+        assert not rtp_task.cancelled()
+        assert track.readyState == "ended"
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert not problems, [r.getMessage() for r in problems]

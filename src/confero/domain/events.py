@@ -54,14 +54,51 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Failure:
-    """An asynchronous failure (a peer that never connected, ICE failure)."""
+    """An asynchronous failure (a peer that never connected, a room whose window ended)."""
 
     stream_id: str
     definition: str
     information: str = ""
+    room: str = ""
 
 
-Event = PublishStarted | PublishFinished | PlayStarted | PlayFinished | Offer | Answer | Candidate | Failure
+@dataclass(frozen=True)
+class StreamJoined:
+    """Another member's stream started in a room this client joined."""
+
+    stream_id: str
+    room: str
+
+
+@dataclass(frozen=True)
+class StreamLeft:
+    """Another member's stream ended in a room this client joined."""
+
+    stream_id: str
+    room: str
+
+
+@dataclass(frozen=True)
+class LeftRoom:
+    """This client is no longer a member of `room` (it left, or the room ended)."""
+
+    room: str
+    stream_id: str
+
+
+Event = (
+    PublishStarted
+    | PublishFinished
+    | PlayStarted
+    | PlayFinished
+    | Offer
+    | Answer
+    | Candidate
+    | Failure
+    | StreamJoined
+    | StreamLeft
+    | LeftRoom
+)
 
 
 class Listener(Protocol):

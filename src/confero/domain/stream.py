@@ -19,6 +19,7 @@ from confero.media import MediaError, Peer, Publisher, Subscriber
 
 if TYPE_CHECKING:
     from confero.domain.application import Application
+    from confero.domain.room import Room
 
 logger = logging.getLogger(__name__)
 
@@ -175,14 +176,129 @@ class Playback(_Session):
         self.listener.deliver(events.PlayFinished(self.stream_id))
 
 
+class RoomPlayback(_Session):
+    """One client playing a whole room on one peer connection (the multitrack flow).
+
+    Its Subscriber carries every live member stream except the excluded ones (the client's
+    own). When streams start or end in the room it renegotiates: new m-lines for newcomers,
+    inactive ones for those who left, and a fresh `idMapping` each time.
+    """
+
+    kind = "play"
+
+    def __init__(self, room: Room, listener: Listener, excluded: set[str]) -> None:
+        super().__init__(room.room_id, listener, room.app)
+        self.room = room
+        self.excluded = excluded
+        self.subscriber: Subscriber | None = None
+        self.started = False
+        self.offers = 0
+        self._lock = asyncio.Lock()
+        self._dirty = False
+
+    def wanted(self) -> dict[str, Stream]:
+        out = {}
+        for stream in self.room.live_streams():
+            publisher = stream.publication.publisher if stream.publication else None
+            if stream.stream_id not in self.excluded and publisher is not None and publisher.uptracks:
+                out[stream.stream_id] = stream
+        return out
+
+    def track_ids(self) -> list[str]:
+        return list(self.wanted())
+
+    async def offer(self) -> None:
+        self.subscriber = self.app.router.create_subscriber(
+            f"{self.stream_id}/room-play", on_closed=self._peer_closed, on_connected=self._peer_connected
+        )
+        self.peer = self.subscriber
+        self._arm_deadline()
+        await self._negotiate()
+
+    async def refresh(self) -> None:
+        await self._negotiate()
+
+    async def _negotiate(self) -> None:
+        async with self._lock:
+            subscriber = self.subscriber
+            if self.closed or subscriber is None or subscriber.closed:
+                return
+            if subscriber.negotiating:
+                self._dirty = True
+                return
+            wanted = self.wanted()
+            current = subscriber.labels()
+            removed = current - wanted.keys()
+            added = [stream_id for stream_id in wanted if stream_id not in current]
+            if self.offers and not removed and not added:
+                return
+            for label in removed:
+                subscriber.remove(label)
+            sources = []
+            for stream_id in added:
+                publisher = wanted[stream_id].publication.publisher  # type: ignore[union-attr]
+                sources += [(u, stream_id) for u in publisher.uptracks]  # type: ignore[union-attr]
+            channel = self.stream_id if self.app.app_settings.dataChannelEnabled else None
+            sdp = await subscriber.offer(sources, data_channel=channel)
+            self.offers += 1
+            mapping = {mid: track_id(kind, label) for mid, kind, label in subscriber.mapping()}
+            self.listener.deliver(events.Offer(self.stream_id, sdp, mapping))
+            if self.offers == 1:
+                self._send_candidates()
+
+    async def accept_answer(self, sdp: str) -> None:
+        if self.subscriber is None:
+            raise MediaError("notSetRemoteDescription", "no offer was made for this play")
+        await self.subscriber.accept_answer(sdp)
+        if self._dirty:
+            self._dirty = False
+            await self._negotiate()
+
+    def set_enabled(self, stream_id: str, enabled: bool) -> bool:
+        return self.subscriber is not None and self.subscriber.set_enabled(stream_id, enabled)
+
+    def _peer_connected(self, peer: Peer) -> None:
+        self._disarm()
+        if self.closed or self.started:
+            return
+        self.started = True
+        self.listener.deliver(events.PlayStarted(self.stream_id))
+
+    def _peer_closed(self, peer: Peer, reason: str) -> None:
+        if not self.closed:
+            self.close_soon(reason)
+
+    async def close(self, reason: str = "stop") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._disarm()
+        self.room.playbacks.discard(self)
+        if self.subscriber is not None:
+            await self.subscriber.close(reason)
+        self.listener.deliver(events.PlayFinished(self.stream_id))
+        await self.app.room_maybe_idle(self.room)
+
+
 class Stream:
     """A live stream: the record's status follows its Publication."""
 
-    def __init__(self, app: Application, stream_id: str, *, room: str = "", zombi: bool = True) -> None:
+    def __init__(
+        self,
+        app: Application,
+        stream_id: str,
+        *,
+        room: str = "",
+        zombi: bool = True,
+        name: str = "",
+        metadata: str = "",
+    ) -> None:
         self.app = app
         self.stream_id = stream_id
         self.room = room
         self.zombi = zombi
+        self.name = name
+        self.metadata = metadata
         self.publication: Publication | None = None
         self.playbacks: set[Playback] = set()
         self.started_at = 0.0

@@ -197,7 +197,9 @@ class TransportTap:
         if on_rtp is not None:
 
             async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-                on_rtp(data)
+                callback = self._on_rtp  # None once closed: drop, never back to aiortc
+                if callback is not None:
+                    callback(data)
 
             dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
 
@@ -337,9 +339,18 @@ def payload_types(transceiver: RTCRtpTransceiver) -> dict[int, RTCRtpCodecParame
 
 
 def restrict_codecs(transceiver: RTCRtpTransceiver, keep: Iterable[int]) -> None:
-    """Keep only the codecs with payload types in `keep` (before an answer is created)."""
+    """Keep only the codecs with payload types in `keep` (before an answer is created).
+
+    Keeping none declines the m-line: aiortc cannot answer with port 0, and an m-line without
+    formats is invalid SDP (aiortc's own parser rejects it), so the transceiver keeps one
+    codec and is made inactive instead.
+    """
     wanted = set(keep)
-    transceiver._codecs = [c for c in transceiver._codecs if c.payloadType in wanted]
+    kept = [c for c in transceiver._codecs if c.payloadType in wanted]
+    if not kept:
+        kept = transceiver._codecs[:1]
+        transceiver.direction = "inactive"
+    transceiver._codecs = kept
 
 
 def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:

@@ -8,11 +8,12 @@ domain delivers later (offers, candidates, notifications) are turned into messag
 from __future__ import annotations
 
 import logging
+import json
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from confero.domain import events
 from confero.domain.ids import check_stream_id
-from confero.domain.stream import Playback, Publication
+from confero.domain.stream import Playback, Publication, RoomPlayback
 from confero.errors import ConferoError
 from confero.media import MediaError
 from confero.signaling import messages as m
@@ -53,8 +54,14 @@ def event_message(event: events.Event) -> m.Message:
             return m.Notification(definition="play_started", stream_id=stream_id)
         case events.PlayFinished(stream_id):
             return m.Notification(definition="play_finished", stream_id=stream_id)
-        case events.Failure(stream_id, definition, information):
-            return m.Error(definition=definition, stream_id=stream_id, information=information)
+        case events.Failure(stream_id, definition, information, room):
+            return m.Error(definition=definition, stream_id=stream_id, information=information, room=room)
+        case events.StreamJoined(stream_id, room):
+            return m.Notification(definition="streamJoined", stream_id=stream_id, room=room, room_name=room)
+        case events.StreamLeft(stream_id, room):
+            return m.Notification(definition="streamLeaved", stream_id=stream_id, room=room, room_name=room)
+        case events.LeftRoom(room, stream_id):
+            return m.Notification(definition="leavedFromRoom", stream_id=stream_id, room=room, room_name=room)
     raise TypeError(f"no message for {event!r}")
 
 
@@ -79,8 +86,14 @@ async def publish(session: SignalingSession, command: m.Command) -> None:
     if stream_id in session.owned:
         kind = "already_publishing" if isinstance(session.owned[stream_id], Publication) else "already_playing"
         raise ConferoError(f"{stream_id} is already in use on this connection", definition=kind)
-    publication = await session.app.publish(session, stream_id, name=command.stream_name)
+    # The room: `mainTrack` (multitrack flow), or the room this connection joined with this id (legacy).
+    room = command.main_track or session.room_of(stream_id)
+    publication = await session.app.publish(
+        session, stream_id, name=command.stream_name, room=room, metadata=text(command.meta_data)
+    )
     session.owned[stream_id] = publication
+    if room:
+        session.rooms.setdefault(room, stream_id)
     session.send(m.Start(stream_id=stream_id))
 
 
@@ -90,7 +103,13 @@ async def play(session: SignalingSession, command: m.Command) -> None:
     if stream_id in session.owned:
         kind = "already_playing" if isinstance(session.owned[stream_id], Playback) else "already_publishing"
         raise ConferoError(f"{stream_id} is already in use on this connection", definition=kind)
-    playback = await session.app.play(session, stream_id)
+    playback = await session.app.play(
+        session,
+        stream_id,
+        room=command.room,
+        track_list=command.track_list,
+        own_stream_id=command.user_publish_id or session.rooms.get(stream_id, ""),
+    )
     session.owned[stream_id] = playback
 
 
@@ -106,7 +125,7 @@ async def take_configuration(session: SignalingSession, command: m.Command) -> N
             session.owned.pop(command.stream_id, None)
             await owned.close("error")
             raise
-    elif isinstance(owned, Playback) and command.type == "answer":
+    elif isinstance(owned, (Playback, RoomPlayback)) and command.type == "answer":
         try:
             await owned.accept_answer(command.sdp)
         except MediaError:
@@ -150,6 +169,102 @@ async def get_stream_info(session: SignalingSession, command: m.Command) -> None
     session.send(m.StreamInformation(stream_id=command.stream_id, stream_info=entries))
 
 
+def text(value: object) -> str:
+    """Metadata arrives as a string or as a JSON object; it is kept as a string."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def details(entries: list[dict[str, str]]) -> list[m.StreamDetail]:
+    return [m.StreamDetail(e["stream_id"], e["stream_name"], e["meta_data"]) for e in entries]
+
+
+async def join_room(session: SignalingSession, command: m.Command) -> None:
+    assert isinstance(command, m.JoinRoom)
+    room_id = command.room or command.main_track
+    if room_id in session.rooms:
+        await session.app.leave_room(session, room_id, session.rooms.pop(room_id))
+    room, member = await session.app.join_room(
+        session,
+        room_id,
+        command.stream_id,
+        name=command.stream_name,
+        metadata=text(command.metadata),
+        role=command.role,
+        mode=command.mode or "",
+    )
+    session.rooms[room.room_id] = member.stream_id
+    others = session.app.room_streams(room.room_id, exclude=member.stream_id)
+    session.send(
+        m.JoinedTheRoom(
+            definition="joinedTheRoom",
+            stream_id=member.stream_id,
+            room=room.room_id,
+            room_name=room.room_id,
+            streams=[e["stream_id"] for e in others],
+            stream_list=details(others),
+            max_track_count=-1,
+        )
+    )
+
+
+async def leave_from_room(session: SignalingSession, command: m.Command) -> None:
+    assert isinstance(command, m.LeaveFromRoom)
+    room_id = command.room or command.main_track
+    if not room_id:
+        raise ConferoError("no room given", definition="no_room_specified")
+    stream_id = session.rooms.pop(room_id, "") or command.stream_id
+    for sid in [sid for sid, o in session.owned.items() if o.closed]:
+        session.owned.pop(sid, None)
+    await session.app.leave_room(session, room_id, stream_id)
+    for sid in [sid for sid, o in session.owned.items() if o.closed]:
+        session.owned.pop(sid, None)
+    session.send(m.Notification(definition="leavedFromRoom", stream_id=stream_id, room=room_id, room_name=room_id))
+
+
+async def get_room_info(session: SignalingSession, command: m.Command) -> None:
+    assert isinstance(command, m.GetRoomInfo)
+    if not command.room:
+        raise ConferoError("no room given", definition="no_room_specified")
+    others = session.app.room_streams(command.room, exclude=command.stream_id)
+    session.send(
+        m.RoomInformation(
+            room=command.room,
+            room_name=command.room,
+            streams=[e["stream_id"] for e in others],
+            stream_list=details(others),
+            stream_id=command.stream_id,
+        )
+    )
+
+
+def room_playback(session: SignalingSession, stream_id: str) -> RoomPlayback:
+    owned = session.owned.get(stream_id)
+    if not isinstance(owned, RoomPlayback):
+        raise ConferoError(f"no room play of {stream_id} on this connection", definition="no_stream_exist")
+    return owned
+
+
+async def enable_track(session: SignalingSession, command: m.Command) -> None:
+    assert isinstance(command, m.EnableTrack)
+    track = command.track_id
+    for prefix in ("ARDAMSv", "ARDAMSa"):
+        if track.startswith(prefix):
+            track = track[len(prefix) :]
+    if not room_playback(session, command.stream_id).set_enabled(track, command.enabled):
+        raise ConferoError(f"no track {command.track_id} in this play", definition="no_stream_exist")
+
+
+async def get_track_list(session: SignalingSession, command: m.Command) -> None:
+    owned = session.owned.get(command.stream_id)
+    if isinstance(owned, RoomPlayback):
+        tracks = owned.track_ids()
+    else:
+        tracks = [e["stream_id"] for e in session.app.room_streams(command.stream_id)]
+    session.send(m.TrackList(stream_id=command.stream_id, track_list=tracks))
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": ping,
     "getIceServerConfig": get_ice_server_config,
@@ -159,6 +274,11 @@ HANDLERS: dict[str, Handler] = {
     "takeCandidate": take_candidate,
     "stop": stop,
     "getStreamInfo": get_stream_info,
+    "joinRoom": join_room,
+    "leaveFromRoom": leave_from_room,
+    "getRoomInfo": get_room_info,
+    "enableTrack": enable_track,
+    "getTrackList": get_track_list,
 }
 
 

@@ -70,6 +70,33 @@ class GetStreamInfo(Command):
     pass
 
 
+class JoinRoom(Command):
+    room: str = ""
+    main_track: str = ""
+    mode: str | None = None
+    stream_name: str = ""
+    role: str = ""
+    metadata: str | dict[str, Any] | None = None
+
+
+class LeaveFromRoom(Command):
+    room: str = ""
+    main_track: str = ""
+
+
+class GetRoomInfo(Command):
+    room: str = ""
+
+
+class EnableTrack(Command):
+    track_id: str = ""
+    enabled: bool = True
+
+
+class GetTrackList(Command):
+    token: str | None = None
+
+
 COMMANDS: dict[str, type[Command]] = {
     "ping": Ping,
     "getIceServerConfig": GetIceServerConfig,
@@ -79,10 +106,15 @@ COMMANDS: dict[str, type[Command]] = {
     "takeCandidate": TakeCandidate,
     "stop": Stop,
     "getStreamInfo": GetStreamInfo,
+    "joinRoom": JoinRoom,
+    "leaveFromRoom": LeaveFromRoom,
+    "getRoomInfo": GetRoomInfo,
+    "enableTrack": EnableTrack,
+    "getTrackList": GetTrackList,
 }
 
 #: Commands that need no streamId (everything else is refused without one).
-NO_STREAM_ID = frozenset({"ping", "getIceServerConfig"})
+NO_STREAM_ID = frozenset({"ping", "getIceServerConfig", "joinRoom", "leaveFromRoom", "getRoomInfo"})
 
 
 class DecodeFailure(Exception):
@@ -182,15 +214,56 @@ class Notification(Message, tag="notification"):
     subscriber_id: str = ""
 
 
+class StreamDetail(msgspec.Struct, rename="camel"):
+    stream_id: str
+    stream_name: str = ""
+    meta_data: str = ""
+
+
+class JoinedTheRoom(Message, tag="notification"):
+    stream_id: str
+    room: str
+    room_name: str = msgspec.field(name="ATTR_ROOM_NAME")
+    streams: list[str]
+    stream_list: list[StreamDetail]
+    max_track_count: int
+    definition: str
+
+
+class RoomInformation(Message, tag="roomInformation"):
+    room: str
+    room_name: str = msgspec.field(name="ATTR_ROOM_NAME")
+    streams: list[str]
+    stream_list: list[StreamDetail]
+    stream_id: str = ""
+
+
+class TrackList(Message, tag="trackList"):
+    stream_id: str
+    track_list: list[str]
+
+
 class Error(Message, tag="error"):
     definition: str
     stream_id: str = ""
     information: str = ""
+    room: str = ""
     error_code: str = msgspec.field(default="", name="error_code")
 
 
 Outgoing = Union[
-    Pong, Start, TakeConfigurationOut, TakeCandidateOut, StopOut, IceServerConfig, StreamInformation, Notification, Error
+    Pong,
+    Start,
+    TakeConfigurationOut,
+    TakeCandidateOut,
+    StopOut,
+    IceServerConfig,
+    StreamInformation,
+    Notification,
+    JoinedTheRoom,
+    RoomInformation,
+    TrackList,
+    Error,
 ]
 
 _encoder = msgspec.json.Encoder()

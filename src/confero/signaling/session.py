@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from confero.domain import events
-from confero.domain.stream import Playback, Publication
+from confero.domain.stream import Playback, Publication, RoomPlayback
 from confero.signaling import handlers
 from confero.signaling import messages as m
 
@@ -33,7 +33,8 @@ class SignalingSession:
         self.ws = ws
         self.app = app
         self._remote = remote
-        self.owned: dict[str, Publication | Playback] = {}
+        self.owned: dict[str, Publication | Playback | RoomPlayback] = {}
+        self.rooms: dict[str, str] = {}  # room id -> the stream id this client joined it with
         self._out: asyncio.Queue[str | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.closed = False
@@ -42,6 +43,10 @@ class SignalingSession:
     def remote(self) -> str:
         return self._remote
 
+    def room_of(self, stream_id: str) -> str:
+        """The room this client joined with `stream_id`, if any (legacy conference publish)."""
+        return next((room for room, sid in self.rooms.items() if sid == stream_id), "")
+
     # -- Listener ------------------------------------------------------------------------
 
     def deliver(self, event: events.Event) -> None:
@@ -49,6 +54,9 @@ class SignalingSession:
             owned = self.owned.get(event.stream_id)
             if owned is not None and owned.closed:
                 del self.owned[event.stream_id]
+        elif isinstance(event, events.LeftRoom):
+            if self.rooms.get(event.room) == event.stream_id:
+                del self.rooms[event.room]
         self.send(handlers.event_message(event))
 
     def send(self, message: m.Message) -> None:
@@ -103,6 +111,13 @@ class SignalingSession:
         owned = list(self.owned.values())
         self.owned.clear()
         await asyncio.gather(*(o.close("disconnect") for o in owned), return_exceptions=True)
+        rooms = list(self.rooms.items())
+        self.rooms.clear()
+        for room, stream_id in rooms:
+            try:
+                await self.app.leave_room(self, room, stream_id)
+            except Exception:
+                logger.exception("%s: leaving room %s failed", self.remote, room)
         self._out.put_nowait(None)
         if self._writer is not None:
             await self._writer
@@ -110,4 +125,4 @@ class SignalingSession:
         await self.ws.close()
 
     def dump(self) -> dict[str, Any]:
-        return {"remote": self.remote, "owned": sorted(self.owned), "closed": self.closed}
+        return {"remote": self.remote, "owned": sorted(self.owned), "rooms": dict(self.rooms), "closed": self.closed}

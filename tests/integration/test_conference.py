@@ -1,0 +1,259 @@
+"""N-N conference rooms in both Ant Media flows, with real aiortc participants over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from confero.server import Server
+from tests.amsclient import AmsSocket, Player, Publisher
+
+pytestmark = pytest.mark.integration
+
+ROOM = "room1"
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 15, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+class Member:
+    """One participant: a socket, its publisher, and the players it opened."""
+
+    def __init__(self, sock: AmsSocket, stream_id: str) -> None:
+        self.sock = sock
+        self.stream_id = stream_id
+        self.publisher: Publisher | None = None
+        self.players: dict[str, Player] = {}
+        self.joined: dict = {}
+
+    @classmethod
+    async def join(cls, server: Server, stream_id: str, room: str = ROOM) -> Member:
+        sock = await AmsSocket.connect(server.port)
+        member = cls(sock, stream_id)
+        await sock.send({"command": "joinRoom", "room": room, "streamId": stream_id, "streamName": f"name-{stream_id}"})
+        member.joined = await sock.wait_for(definition="joinedTheRoom", timeout=10)
+        assert member.joined["streamId"] == stream_id
+        assert member.joined["room"] == room and member.joined["ATTR_ROOM_NAME"] == room
+        return member
+
+    async def publish(self, room: str | None = None) -> None:
+        extra = {"mainTrack": room} if room else None
+        self.publisher = Publisher(self.sock, self.stream_id, codec="VP8", extra=extra)
+        await self.publisher.start()
+        await self.sock.wait_for(definition="publish_started", stream_id=self.stream_id, timeout=10)
+
+    async def play(self, stream_id: str, **kwargs: object) -> Player:
+        player = Player(self.sock, stream_id, **kwargs)  # type: ignore[arg-type]
+        self.players[stream_id] = player
+        await player.start()
+        return player
+
+    async def close(self) -> None:
+        for player in self.players.values():
+            await player.close()
+        if self.publisher is not None:
+            await self.publisher.close()
+        await self.sock.close()
+
+
+async def close_all(members: list[Member]) -> None:
+    for member in members:
+        await member.close()
+
+
+async def room_info(member: Member, room: str = ROOM) -> dict:
+    await member.sock.send({"command": "getRoomInfo", "room": room, "streamId": member.stream_id})
+    return await member.sock.wait_for("roomInformation", timeout=5)
+
+
+async def test_legacy_flow_four_members_late_joiner_and_leaver(server: Server) -> None:
+    members: list[Member] = []
+    try:
+        for i in range(4):
+            member = await Member.join(server, f"p{i}")
+            # joinedTheRoom lists the members already publishing
+            assert sorted(member.joined["streams"]) == [f"p{j}" for j in range(i)]
+            assert [d["streamName"] for d in member.joined["streamList"]] == [f"name-p{j}" for j in range(i)]
+            await member.publish()  # plain publish: the server knows the room from joinRoom
+            members.append(member)
+        # everyone already inside heard streamJoined for each later member
+        for i, member in enumerate(members):
+            for j in range(i + 1, 4):
+                await member.sock.wait_for(definition="streamJoined", stream_id=f"p{j}", timeout=10)
+        # every member plays every other member's stream separately
+        for member in members:
+            for other in members:
+                if other is not member:
+                    await member.play(other.stream_id, room=ROOM)
+        await asyncio.gather(*(p.wait_frames(30, 10, timeout=40) for m in members for p in m.players.values()))
+
+        # a fifth joins late
+        late = await Member.join(server, "p4")
+        members.append(late)
+        assert sorted(late.joined["streams"]) == ["p0", "p1", "p2", "p3"]
+        await late.publish()
+        for member in members[:4]:
+            await member.sock.wait_for(definition="streamJoined", stream_id="p4", timeout=10)
+            await member.play("p4", room=ROOM)
+        for other in members[:4]:
+            await late.play(other.stream_id, room=ROOM)
+        await asyncio.gather(*(p.wait_frames(20, 5, timeout=40) for m in members for p in m.players.values()))
+
+        # p1 leaves mid-call
+        leaver = members[1]
+        await leaver.sock.send({"command": "leaveFromRoom", "room": ROOM, "streamId": "p1"})
+        left = await leaver.sock.wait_for(definition="leavedFromRoom", timeout=10)
+        assert left["room"] == ROOM
+        await leaver.sock.wait_for(definition="publish_finished", stream_id="p1", timeout=10)
+        for member in members:
+            if member is leaver:
+                continue
+            await member.sock.wait_for(definition="streamLeaved", stream_id="p1", timeout=10)
+            await member.sock.wait_for(definition="play_finished", stream_id="p1", timeout=10)
+            info = await room_info(member)
+            assert sorted(info["streams"]) == sorted({"p0", "p2", "p3", "p4"} - {member.stream_id})
+        assert "p1" not in server.applications["WebRTCAppEE"].rooms[ROOM].members
+        for member in members:
+            for player in member.players.values():
+                assert player.decode_errors == 0
+    finally:
+        await close_all(members)
+
+
+async def test_multitrack_flow_one_peer_connection_renegotiated(server: Server) -> None:
+    members: list[Member] = []
+    room_players: dict[str, Player] = {}
+
+    async def room_play(member: Member) -> Player:
+        track_list = [*member.joined["streams"], "!" + member.stream_id]
+        player = await member.play(ROOM, room=ROOM, track_list=track_list)
+        room_players[member.stream_id] = player
+        return player
+
+    async def sees(player: Player, stream_ids: set[str], frames: int = 15) -> None:  # noqa: C901
+        want = {f"ARDAMSv{s}" for s in stream_ids} | {f"ARDAMSa{s}" for s in stream_ids}
+        await eventually(lambda: want <= set(player.id_mapping.values()), what=f"idMapping with {want}")
+        check: Callable[[], bool] = lambda: all(player.frames_for(f"ARDAMSv{s}") >= frames for s in stream_ids)
+        await eventually(check, timeout=30, what=f"video of {stream_ids}")
+        assert all(player.frames_for(f"ARDAMSa{s}") > 0 for s in stream_ids), (
+            player.id_mapping,
+            [(t.kind, t.mid, t.frames) for t in player.counter.tracks],
+            [s.dump() for s in server.router.subscribers],
+        )
+
+    try:
+        for i in range(4):
+            member = await Member.join(server, f"m{i}")
+            await member.publish(room=ROOM)  # mainTrack = room: a subtrack of the room
+            members.append(member)
+        for member in members:
+            await room_play(member)
+        for member in members:
+            others = {m.stream_id for m in members if m is not member}
+            await sees(room_players[member.stream_id], others)
+            # a member never receives itself
+            assert f"ARDAMSv{member.stream_id}" not in room_players[member.stream_id].id_mapping.values()
+
+        # a fifth joins late: one re-offer on each existing room connection adds its tracks
+        late = await Member.join(server, "m4")
+        members.append(late)
+        offers_before = {sid: len(p.offers) for sid, p in room_players.items()}
+        await late.publish(room=ROOM)
+        await room_play(late)
+        for member in members[:4]:
+            player = room_players[member.stream_id]
+            await sees(player, {"m4"})
+            assert len(player.offers) > offers_before[member.stream_id]
+            assert player.offers[-1]["streamId"] == ROOM
+        await sees(room_players["m4"], {"m0", "m1", "m2", "m3"})
+
+        # getTrackList and enableTrack on the room play
+        await members[0].sock.send({"command": "getTrackList", "streamId": ROOM})
+        tracks = await members[0].sock.wait_for("trackList", timeout=5)
+        assert sorted(tracks["trackList"]) == ["m1", "m2", "m3", "m4"]
+
+        # m2 leaves mid-call: its m-lines go inactive on every remaining member
+        leaver = members[2]
+        await leaver.sock.send({"command": "leaveFromRoom", "room": ROOM, "streamId": "m2"})
+        await leaver.sock.wait_for(definition="leavedFromRoom", timeout=10)
+        for member in members:
+            if member is leaver:
+                continue
+            player = room_players[member.stream_id]
+            await member.sock.wait_for(definition="streamLeaved", stream_id="m2", timeout=10)
+            mids = [mid for mid, tid in player.id_mapping.items() if tid.endswith("m2")]
+            await eventually(
+                lambda: all(_direction(player.offer_sdp, mid) == "inactive" for mid in mids),
+                what="m2's m-lines inactive",
+            )
+            before = {s: player.frames_for(f"ARDAMSv{s}") for s in ("m0", "m1", "m3", "m4") if s != member.stream_id}
+            await asyncio.sleep(1)
+            for stream_id, count in before.items():
+                assert player.frames_for(f"ARDAMSv{stream_id}") > count, stream_id
+        room_subscribers = [s for s in server.router.subscribers if s.name == f"{ROOM}/room-play"]
+        assert len(room_subscribers) == 4  # the leaver's room play ended with it
+        for subscriber in room_subscribers:
+            assert "m2" not in subscriber.labels()
+        for player in room_players.values():
+            assert player.decode_errors == 0
+    finally:
+        await close_all(members)
+
+
+def _direction(sdp: str | None, mid: str) -> str:
+    """The direction attribute of the m-section with `mid` in `sdp`."""
+    if not sdp:
+        return ""
+    for section in sdp.split("m=")[1:]:
+        if f"a=mid:{mid}\r\n" in section or section.rstrip().endswith(f"a=mid:{mid}"):
+            for direction in ("sendonly", "recvonly", "sendrecv", "inactive"):
+                if f"a={direction}" in section:
+                    return direction
+    return ""
+
+
+async def test_room_info_and_errors(server: Server) -> None:
+    async with await AmsSocket.connect(server.port) as sock:
+        await sock.send({"command": "joinRoom", "streamId": "x"})
+        error = await sock.wait_for(lambda m: m.get("command") == "error", timeout=5)
+        assert error["definition"] == "no_room_specified"
+        await sock.send({"command": "getRoomInfo", "room": "empty-room", "streamId": "x"})
+        info = await sock.wait_for("roomInformation", timeout=5)
+        assert info["streams"] == [] and info["streamList"] == [] and info["room"] == "empty-room"
+        # joining without a stream id gets a generated one
+        await sock.send({"command": "joinRoom", "room": "auto"})
+        joined = await sock.wait_for(definition="joinedTheRoom", timeout=5)
+        assert joined["streamId"] and joined["streams"] == []
+        # the room was created on the first join with the default one-hour window
+        record = await server.store.get_room("WebRTCAppEE", "auto")
+        assert record is not None and 3590 <= record.end_date - record.start_date <= 3610
+        await sock.send({"command": "leaveFromRoom", "room": "auto"})
+        await sock.wait_for(definition="leavedFromRoom", timeout=5)
+
+
+async def test_rooms_are_isolated(server: Server) -> None:
+    a = await Member.join(server, "a1", room="roomA")
+    b = await Member.join(server, "b1", room="roomB")
+    try:
+        await a.publish(room="roomA")
+        await b.publish(room="roomB")
+        # b plays room B: it must not get a's tracks, nor hear of a
+        player = await b.play("roomB", room="roomB", track_list=["!b1"])
+        await asyncio.sleep(1.5)
+        assert not any("a1" in tid for tid in player.id_mapping.values())
+        assert b.sock.find(definition="streamJoined", stream_id="a1") == []
+        # a legacy play of a's stream named as room B is refused
+        await b.sock.send({"command": "play", "streamId": "a1", "room": "roomB"})
+        error = await b.sock.wait_for(lambda m: m.get("command") == "error" and m.get("streamId") == "a1", timeout=5)
+        assert error["definition"] == "no_stream_exist"
+    finally:
+        await close_all([a, b])
+
