@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -52,6 +53,7 @@ from aiortc.mediastreams import MediaStreamError
 logger = logging.getLogger("bench.loadgen")
 
 VP8_PAYLOAD_MAX = 1300  # aiortc's PACKET_MAX (descriptor included)
+RCVBUF = 4 << 20
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -401,6 +403,10 @@ class CountingPlayer:
         if pair is None:
             raise RuntimeError("connected without a nominated pair")
         protocol = pair.protocol
+        # A big receive buffer, so that a stall of this (shared) client process does not show
+        # up as loss; the kernel caps it at net.core.rmem_max.
+        with contextlib.suppress(Exception):
+            protocol.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         original = protocol.datagram_received
         unprotect = dtls._rx_srtp.unprotect
         sample = self.SAMPLE_EVERY

@@ -91,6 +91,36 @@ def udp_errors() -> dict[str, int]:
     return {k: table.get(k, 0) for k in ("InErrors", "RcvbufErrors", "SndbufErrors")}
 
 
+def udp_drops(pid: int) -> int:
+    """Datagrams the kernel dropped on this process's UDP sockets (full receive buffer), from /proc/net/udp.
+
+    Attributes loss to a side: drops on the server's sockets mean it did not read fast enough;
+    drops on the load generator's mean the client, not the server, lost them.
+    """
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return 0
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 13 and parts[9] in inodes:
+                total += int(parts[12])
+    return total
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -243,12 +273,14 @@ def measure(
     """One measurement window: server CPU, publisher packets, player packets."""
     s0 = lg.request({"cmd": "stats"}, "stats", 10)
     u0 = udp_errors()
+    d0 = udp_drops(server_pid), udp_drops(loadgen_pid)
     c0 = proc_cpu(server_pid)
     t0 = time.monotonic()
     l0 = proc_cpu(loadgen_pid)
     time.sleep(window)
     s1 = lg.request({"cmd": "stats"}, "stats", 10)
     u1 = udp_errors()
+    d1 = udp_drops(server_pid), udp_drops(loadgen_pid)
     c1 = proc_cpu(server_pid)
     t1 = time.monotonic()
     l1 = proc_cpu(loadgen_pid)
@@ -295,6 +327,8 @@ def measure(
         "lost_estimate": max(0, gaps - late),
         "publisher_resyncs": s1["resyncs"] - s0["resyncs"],
         "udp_errors": {k: u1.get(k, 0) - u0.get(k, 0) for k in u1},
+        "server_socket_drops": d1[0] - d0[0],
+        "loadgen_socket_drops": d1[1] - d0[1],
         "subs": per_sub,
     }
 
@@ -421,7 +455,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"in {run['pps_in']:6.0f} pps out {run['pps_out']:7.0f} pps"
                     + (f" ({ratio * 100:.1f} % of K x in)" if ratio is not None else "")
                     + f" gaps {run['gaps']} loadgen {run['loadgen_cpu'] * 100:.1f} %"
-                    + (f" UDP buffer drops {run['udp_errors']}" if any(run["udp_errors"].values()) else "")
+                    + (
+                        f" socket drops: server {run['server_socket_drops']} loadgen {run['loadgen_socket_drops']}"
+                        if run["server_socket_drops"] or run["loadgen_socket_drops"]
+                        else ""
+                    )
                 )
                 sys.stdout.flush()
         except Exception as exc:
@@ -472,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     header = (
         f"{'K':>3} {'in pps':>8} {'out pps':>9} {'out/K*in':>9} {'Mbit in':>8} {'server':>8} "
-        f"{'-idle':>7} {'user':>6} {'sys':>6} {'loadgen':>8} {'gaps':>5} {'late':>5} {'lost':>5}"
+        f"{'-idle':>7} {'user':>6} {'sys':>6} {'loadgen':>8} {'gaps':>5} {'late':>5} {'lost':>5} {'drop s/c':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -482,9 +520,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['k']:>3} {r['pps_in']:>8.0f} {r['pps_out']:>9.0f} {ratio:>9} {r['mbit_in']:>8.1f} "
             f"{r['server_cpu'] * 100:>7.1f}% {(r['server_cpu'] - idle) * 100:>6.1f}% "
             f"{r['server_user'] * 100:>5.1f}% {r['server_sys'] * 100:>5.1f}% {r['loadgen_cpu'] * 100:>7.1f}% "
-            f"{r['gaps']:>5} {r['late']:>5} {r['lost_estimate']:>5}"
+            f"{r['gaps']:>5} {r['late']:>5} {r['lost_estimate']:>5} "
+            f"{str(r['server_socket_drops']) + '/' + str(r['loadgen_socket_drops']):>9}"
         )
-    print("(server/user/sys/loadgen: % of one core; gaps/late/lost: sequence numbers over all players)")
+    print(
+        "(server/user/sys/loadgen: % of one core; gaps/late/lost: sequence numbers over all players;\n"
+        " drop s/c: datagrams the kernel dropped on full receive buffers of the server / the load generator)"
+    )
     print()
     if "idle" in result:
         print(f"idle server CPU: {idle * 100:.2f} % of a core")

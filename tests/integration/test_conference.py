@@ -257,3 +257,24 @@ async def test_rooms_are_isolated(server: Server) -> None:
     finally:
         await close_all([a, b])
 
+
+
+async def test_closing_the_socket_is_leaving(server: Server) -> None:
+    stay = await Member.join(server, "stay")
+    go = await Member.join(server, "go")
+    try:
+        await stay.publish(room=ROOM)
+        await go.publish(room=ROOM)
+        player = await stay.play(ROOM, room=ROOM, track_list=["!stay"])
+        await eventually(lambda: player.frames_for("ARDAMSvgo") >= 5, what="go's video")
+        mids = [mid for mid, tid in player.id_mapping.items() if tid.endswith("go")]
+        await go.sock.close()  # no leaveFromRoom, no stop
+        await stay.sock.wait_for(definition="streamLeaved", stream_id="go", timeout=10)
+        await eventually(lambda: all(_direction(player.offer_sdp, mid) == "inactive" for mid in mids), what="re-offer")
+        room = server.applications["WebRTCAppEE"].rooms[ROOM]
+        assert sorted(room.members) == ["stay"]
+        await stay.sock.send({"command": "getRoomInfo", "room": ROOM, "streamId": "stay"})
+        info = await stay.sock.wait_for("roomInformation", timeout=5)
+        assert info["streams"] == []
+    finally:
+        await close_all([stay, go])

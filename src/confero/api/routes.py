@@ -7,7 +7,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from confero.api import broadcasts
+from confero.api import broadcasts, rooms
 from confero.api.schemas import Result, encoder
 from confero.domain.application import Application
 from confero.errors import ConferoError
@@ -43,6 +43,17 @@ def bind(handler: AppHandler) -> Callable[[web.Request], Awaitable[web.StreamRes
 
 def add_routes(router: web.UrlDispatcher) -> None:
     base = "/{app}/rest/v2/broadcasts"
+    rooms_base = base + "/conference-rooms"
+    router.add_post(rooms_base, bind(rooms.create))
+    router.add_get(rooms_base + "/list/{offset}/{size}", bind(rooms.list_))
+    router.add_get(rooms_base + "/{room_id}/room-info", bind(rooms.room_info))
+    router.add_put(rooms_base + "/{room_id}/add", bind(rooms.add_stream))
+    router.add_put(rooms_base + "/{room_id}/delete", bind(rooms.remove_stream))
+    router.add_put(rooms_base + "/{room_id}/{stream_id}", bind(rooms.add_stream))
+    router.add_delete(rooms_base + "/{room_id}/{stream_id}", bind(rooms.remove_stream))
+    router.add_get(rooms_base + "/{room_id}", bind(rooms.get))
+    router.add_put(rooms_base + "/{room_id}", bind(rooms.update))
+    router.add_delete(rooms_base + "/{room_id}", bind(rooms.delete))
     router.add_post(base + "/create", bind(broadcasts.create))
     router.add_get(base + "/active-live-stream-count", bind(broadcasts.active_count))
     router.add_get(base + "/list/{offset}/{size}", bind(broadcasts.list_))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from confero.domain.records import StreamRecord
+from confero.domain.records import RoomRecord, StreamRecord
 
 
 class Result(msgspec.Struct):
@@ -115,3 +115,42 @@ def apply_broadcast(record: StreamRecord, body: BroadcastIn) -> StreamRecord:
 
 
 encoder = msgspec.json.Encoder()
+
+
+class ConferenceRoom(msgspec.Struct, kw_only=True):
+    """Ant Media's ConferenceRoom: dates in Unix seconds; 0 means "now" / "one hour after start"."""
+
+    roomId: str = ""
+    startDate: int = 0
+    endDate: int = 0
+    roomStreamList: list[str] = []
+    mode: str = "legacy"
+    originAdress: str = ""
+
+
+class RoomInfo(msgspec.Struct):
+    roomId: str
+    streamDetailsMap: dict[str, str] | None
+    startDate: int
+    endDate: int
+
+
+def room_from_record(record: RoomRecord) -> ConferenceRoom:
+    return ConferenceRoom(
+        roomId=record.room_id,
+        startDate=record.start_date,
+        endDate=record.end_date,
+        roomStreamList=list(record.room_stream_list),
+        mode=record.mode,
+        originAdress=record.origin_address,
+    )
+
+
+def record_from_room(room: ConferenceRoom) -> RoomRecord:
+    return RoomRecord(
+        room_id=room.roomId.strip(),
+        start_date=room.startDate,
+        end_date=room.endDate,
+        room_stream_list=list(room.roomStreamList),
+        mode=room.mode or "legacy",
+    )
