@@ -16,7 +16,8 @@ Everything talks to a Confero server on 127.0.0.1 over Ant Media's WebSocket pro
 
 Control: JSON lines on stdin, JSON lines on stdout (logs go to stderr).
 
-    {"cmd": "subs", "n": K}   -> {"event": "subs", "n": K, "receiving": K, "elapsed": s}
+    {"cmd": "subs", "n": K, "wait": s} -> {"event": "subs", "n": K, "receiving": K, "elapsed": s}
+                              (waits up to `wait` s for every player's first packet)
     {"cmd": "stats"}          -> {"event": "stats", "t": ..., "sent": ..., "subs": [...]}
     {"cmd": "quit"}           -> {"event": "bye"} and exit
 
@@ -551,7 +552,7 @@ async def run(args: argparse.Namespace) -> int:
                     # Join in small batches so ICE/DTLS handshakes do not starve each other.
                     for i in range(0, len(new), 4):
                         await asyncio.gather(*(p.start(args.timeout) for p in new[i : i + 4]))
-                    wait_until = time.monotonic() + args.timeout
+                    wait_until = time.monotonic() + float(cmd.get("wait", args.timeout))
                     while any(p.received == 0 for p in players) and time.monotonic() < wait_until:
                         await asyncio.sleep(0.05)
                     emit(

@@ -439,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
 
             for k in ks:
-                joined = lg.request({"cmd": "subs", "n": k}, "subs", 30 + 10 * k)
+                first_packet_wait = 5.0 if args.smoke else 10.0
+                joined = lg.request({"cmd": "subs", "n": k, "wait": first_packet_wait}, "subs", 30 + 10 * k)
                 if joined["receiving"] != k:
                     print(f"K={k}: only {joined['receiving']} of {k} players receive", file=sys.stderr)
                 time.sleep(warmup)
@@ -503,6 +504,12 @@ def main(argv: list[str] | None = None) -> int:
             if total["copy_us"] > 0:
                 fit["copies_per_core_s"] = 1e6 / total["copy_us"]
     result["fit"] = fit
+    base = next((r for r in runs if r["k"] == 0 and r["pps_in"] > 0), None)
+    for r in runs:
+        r["marginal_copy_us"] = None
+        if base is not None and r["k"] > 0 and r["pps_out"] > 0:
+            recv_part = (base["server_cpu"] - idle) * r["pps_in"] / base["pps_in"]
+            r["marginal_copy_us"] = (r["server_cpu"] - idle - recv_part) * 1e6 / r["pps_out"]
     forwarded = sum(r["pps_out"] for r in runs if r["k"] > 0)
     result["elapsed_s"] = round(time.monotonic() - started, 1)
 
@@ -510,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     header = (
         f"{'K':>3} {'in pps':>8} {'out pps':>9} {'out/K*in':>9} {'Mbit in':>8} {'server':>8} "
-        f"{'-idle':>7} {'user':>6} {'sys':>6} {'loadgen':>8} {'gaps':>5} {'late':>5} {'lost':>5} {'drop s/c':>9}"
+        f"{'-idle':>7} {'user':>6} {'sys':>6} {'µs/copy':>8} {'loadgen':>8} {'gaps':>5} {'late':>5} {'lost':>5} {'drop s/c':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -519,12 +526,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['k']:>3} {r['pps_in']:>8.0f} {r['pps_out']:>9.0f} {ratio:>9} {r['mbit_in']:>8.1f} "
             f"{r['server_cpu'] * 100:>7.1f}% {(r['server_cpu'] - idle) * 100:>6.1f}% "
-            f"{r['server_user'] * 100:>5.1f}% {r['server_sys'] * 100:>5.1f}% {r['loadgen_cpu'] * 100:>7.1f}% "
+            f"{r['server_user'] * 100:>5.1f}% {r['server_sys'] * 100:>5.1f}% "
+            f"{(format(r['marginal_copy_us'], '.1f') if r['marginal_copy_us'] is not None else '-'):>8} "
+            f"{r['loadgen_cpu'] * 100:>7.1f}% "
             f"{r['gaps']:>5} {r['late']:>5} {r['lost_estimate']:>5} "
             f"{str(r['server_socket_drops']) + '/' + str(r['loadgen_socket_drops']):>9}"
         )
     print(
-        "(server/user/sys/loadgen: % of one core; gaps/late/lost: sequence numbers over all players;\n"
+        "(server/user/sys/loadgen: % of one core; µs/copy: this run alone against K=0;\n"
+        " gaps/late/lost: sequence numbers over all players;\n"
         " drop s/c: datagrams the kernel dropped on full receive buffers of the server / the load generator)"
     )
     print()
@@ -532,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"idle server CPU: {idle * 100:.2f} % of a core")
     if fit is not None:
         user, sys_part = fit.get("user") or {}, fit.get("sys") or {}
+        if window < 5:  # /proc/<pid>/stat counts 10 ms ticks: too coarse to split short windows
+            user = sys_part = {}
         print(
             f"receive : {fit['recv_us']:6.1f} µs per incoming packet"
             + (f"   (user {user['recv_us']:.1f} / sys {sys_part['recv_us']:.1f})" if user and sys_part else "")

@@ -15,7 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from confero.api.routes import APPLICATIONS, add_routes
+from confero.api.guards import rest_guard
+from confero.api.routes import APPLICATIONS, add_routes, error_response
 from confero.domain.application import Application
 from confero.media import IcePolicy, PeerConfig, Router
 from confero.settings import Settings
@@ -57,7 +58,9 @@ class Server:
             name: Application(name, settings, self.store, self.router) for name in settings.applications
         }
         self.sessions: set[SignalingSession] = set()
-        self.web = web.Application(client_max_size=1 << 20)
+        self.web = web.Application(
+            client_max_size=1 << 20, middlewares=[rest_guard(self.applications, error_response)]
+        )
         self.web[APPLICATIONS] = self.applications
         self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions))
         add_routes(self.web.router)

@@ -37,6 +37,49 @@ class AppSettings:
     turnServerUsername: str = ""
     turnServerCredential: str = ""
     acceptOnlyStreamsInDataStore: bool = False
+    acceptOnlyRoomsInDataStore: bool = False
+    publishTokenControlEnabled: bool = False
+    playTokenControlEnabled: bool = False
+    publishJwtControlEnabled: bool = False
+    playJwtControlEnabled: bool = False
+    jwtStreamSecretKey: str = ""
+    ipFilterEnabled: bool = True
+    remoteAllowedCIDR: str = "127.0.0.1,::1"
+    jwtControlEnabled: bool = False
+    jwtSecretKey: str = ""
+
+    def update(self, values: Mapping[str, Any], where: str = "settings") -> None:
+        """Apply a partial update (REST POST); unknown keys and bad values are refused whole."""
+        known = {f.name: f for f in fields(self)}
+        staged = {}
+        for key, value in values.items():
+            if key not in known:
+                raise SettingsError(f"{where}: unknown setting {key!r}")
+            staged[key] = _coerce(f"{where}.{key}", known[key].type, value)
+        candidate = dataclasses.replace(self, **staged)
+        candidate.validate(where)
+        for key, value in staged.items():
+            setattr(self, key, value)
+
+    def validate(self, where: str = "apps") -> None:
+        import ipaddress
+
+        for cidr in self.allowed_networks_text():
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise SettingsError(f"{where}.remoteAllowedCIDR: {cidr!r} is not an address or CIDR") from None
+        for key in ("jwtStreamSecretKey", "jwtSecretKey"):
+            secret = getattr(self, key)
+            if secret and len(secret) < 32:
+                raise SettingsError(f"{where}.{key}: a secret must have at least 32 characters")
+        if (self.publishJwtControlEnabled or self.playJwtControlEnabled) and not self.jwtStreamSecretKey:
+            raise SettingsError(f"{where}: JWT stream control needs jwtStreamSecretKey")
+        if self.jwtControlEnabled and not self.jwtSecretKey:
+            raise SettingsError(f"{where}: jwtControlEnabled needs jwtSecretKey")
+
+    def allowed_networks_text(self) -> list[str]:
+        return [c.strip() for c in self.remoteAllowedCIDR.split(",") if c.strip()]
 
     @classmethod
     def from_mapping(cls, name: str, values: Mapping[str, Any]) -> AppSettings:
@@ -46,6 +89,7 @@ class AppSettings:
             if key not in known:
                 raise SettingsError(f"[apps.{name}]: unknown setting {key!r}")
             setattr(out, key, _coerce(f"apps.{name}.{key}", known[key].type, value))
+        out.validate(f"apps.{name}")
         return out
 
     def to_dict(self) -> dict[str, Any]:

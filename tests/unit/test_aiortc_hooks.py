@@ -238,7 +238,7 @@ async def test_ice_policy_addresses(peers: Peers, other_host_addresses: str) -> 
     token = aiortc_hooks.set_ice_policy(IcePolicy(addresses=("127.0.0.1",)))
     try:
         candidates = await gather(peers.new(), ("video", "audio"))
-        # one pc, but unbundled too: every transport gathers only the policy's address
+        # unbundled too: every transport of the pc gathers only the policy's address
         candidates += await gather(peers.new(bundlePolicy=RTCBundlePolicy.MAX_COMPAT), ("video", "audio"))
     finally:
         aiortc_hooks._policy.reset(token)
@@ -353,14 +353,14 @@ async def test_ice_policy_does_not_leak_between_tasks(peers: Peers, other_host_a
 
 
 async def test_dtls_transports(peers: Peers) -> None:
-    # before negotiation every transceiver has its own transport; BUNDLE merges them
-    bundled = peers.new()
+    # "balanced": before negotiation every transceiver has its own transport; BUNDLE merges them
+    bundled = peers.new(bundlePolicy=RTCBundlePolicy.BALANCED)
     bundled.addTransceiver("video")
     bundled.addTransceiver("audio")
     bundled.createDataChannel("x")
     await bundled.setLocalDescription(await bundled.createOffer())
     assert len(aiortc_hooks.dtls_transports(bundled)) == 3
-    answerer = peers.new()
+    answerer = peers.new(bundlePolicy=RTCBundlePolicy.BALANCED)
     await answerer.setRemoteDescription(bundled.localDescription)
     await answerer.setLocalDescription(await answerer.createAnswer())
     await bundled.setRemoteDescription(answerer.localDescription)
@@ -371,6 +371,15 @@ async def test_dtls_transports(peers: Peers) -> None:
         assert transports[0] is pc.getTransceivers()[1].sender.transport
         assert transports[0] is pc.sctp.transport
     await connect(bundled, answerer)
+
+    # "max-bundle" (server peers): one transport from the start
+    max_bundle = peers.new(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    max_bundle.addTransceiver("video")
+    max_bundle.addTransceiver("audio")
+    max_bundle.createDataChannel("x")
+    await max_bundle.setLocalDescription(await max_bundle.createOffer())
+    assert aiortc_hooks.dtls_transports(max_bundle) == [max_bundle.sctp.transport]
+    assert all(t.receiver.transport is max_bundle.sctp.transport for t in max_bundle.getTransceivers())
 
     unbundled = peers.new(bundlePolicy=RTCBundlePolicy.MAX_COMPAT)
     unbundled.addTransceiver("video")
@@ -886,3 +895,21 @@ async def test_idle_track_stop_releases_the_sender(peers: Peers, caplog: pytest.
         assert track.readyState == "ended"
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert not problems, [r.getMessage() for r in problems]
+
+
+async def test_no_consent_checks_start_on_a_closing_connection() -> None:
+    """aioice can start its consent loop after close(); the patch makes that a no-op."""
+    import aioice.ice
+
+    aiortc_hooks.install_ice_patches()
+    connection = aioice.ice.Connection(ice_controlling=True)
+    connection.remote_password = "x" * 22
+    connection._closing = True
+    await asyncio.wait_for(connection.query_consent(), timeout=1)  # returns at once
+    connection._closing = False
+    task = asyncio.ensure_future(connection.query_consent())
+    await asyncio.sleep(0.05)
+    assert not task.done()  # an open connection keeps checking
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -39,7 +39,7 @@ def test_aiortc_internals_only_in_the_hooks_module() -> None:
 
 def test_camel_case_wire_names_only_in_schema_modules() -> None:
     wire = re.compile(r"""["'](streamId|takeConfiguration|idMapping|ATTR_ROOM_NAME|webRTCViewerCount)["']""")
-    allowed = {"messages.py", "schemas.py", "handlers.py"}
+    allowed = {"messages.py", "schemas.py", "handlers.py", "jwt.py"}  # jwt.py: Ant Media's claim names
     offenders = [
         str(p.relative_to(ROOT))
         for p in SRC.rglob("*.py")

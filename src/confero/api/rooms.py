@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from confero.api.broadcasts import int_param, json_response, read_body
-from confero.api.schemas import ConferenceRoom, Result, RoomInfo, record_from_room, room_from_record
+from confero.api.schemas import STREAM_ID_QUERY, ConferenceRoom, Result, RoomInfo, record_from_room, room_from_record
 from confero.domain.application import Application
 from confero.errors import BadRequest, NotFound
 
@@ -57,7 +57,7 @@ async def delete(request: web.Request, app: Application) -> web.Response:
 async def room_info(request: web.Request, app: Application) -> web.Response:
     room_id = request.match_info["room_id"]
     record = await app.room_record(room_id)
-    streams = app.room_streams(room_id, exclude=request.query.get("streamId", ""))
+    streams = app.room_streams(room_id, exclude=request.query.get(STREAM_ID_QUERY, ""))
     return json_response(
         RoomInfo(
             roomId=room_id,
@@ -69,7 +69,7 @@ async def room_info(request: web.Request, app: Application) -> web.Response:
 
 
 def _stream_id(request: web.Request) -> str:
-    return request.match_info.get("stream_id") or request.query.get("streamId", "")
+    return request.match_info.get("stream_id") or request.query.get(STREAM_ID_QUERY, "")
 
 
 async def add_stream(request: web.Request, app: Application) -> web.Response:

@@ -7,7 +7,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from confero.api import broadcasts, rooms
+from confero.api import applications, broadcasts, rooms, tokens
 from confero.api.schemas import Result, encoder
 from confero.domain.application import Application
 from confero.errors import ConferoError
@@ -42,7 +42,14 @@ def bind(handler: AppHandler) -> Callable[[web.Request], Awaitable[web.StreamRes
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/rest/v2/applications/settings/{app}", bind(applications.get))
+    router.add_post("/rest/v2/applications/settings/{app}", bind(applications.update))
     base = "/{app}/rest/v2/broadcasts"
+    router.add_post(base + "/validate-token", bind(tokens.validate))
+    router.add_get(base + "/{stream_id}/token", bind(tokens.issue))
+    router.add_get(base + "/{stream_id}/jwt-token", bind(tokens.issue_jwt))
+    router.add_delete(base + "/{stream_id}/tokens", bind(tokens.revoke))
+    router.add_get(base + "/{stream_id}/tokens/list/{offset}/{size}", bind(tokens.list_))
     rooms_base = base + "/conference-rooms"
     router.add_post(rooms_base, bind(rooms.create))
     router.add_get(rooms_base + "/list/{offset}/{size}", bind(rooms.list_))

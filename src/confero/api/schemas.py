@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import msgspec
 
-from confero.domain.records import RoomRecord, StreamRecord
+from confero.domain.records import RoomRecord, StreamRecord, TokenRecord
+
+
+#: Query parameter naming a stream (room-info, deprecated add/delete).
+STREAM_ID_QUERY = "streamId"
 
 
 class Result(msgspec.Struct):
@@ -154,3 +158,27 @@ def record_from_room(room: ConferenceRoom) -> RoomRecord:
         room_stream_list=list(room.roomStreamList),
         mode=room.mode or "legacy",
     )
+
+
+class Token(msgspec.Struct, kw_only=True):
+    """Ant Media's Token JSON."""
+
+    tokenId: str = ""
+    streamId: str = ""
+    expireDate: int = 0
+    type: str = ""
+    roomId: str = ""
+
+
+def token_from_record(record: TokenRecord) -> Token:
+    return Token(
+        tokenId=record.token_id,
+        streamId=record.stream_id,
+        expireDate=record.expire_date,
+        type=record.type,
+        roomId=record.room_id,
+    )
+
+
+#: Query parameters of the token endpoints.
+TOKEN_QUERY = {"expire": "expireDate", "type": "type", "room": "roomId"}

@@ -7,6 +7,7 @@ live Streams of its namespace and writes their records to the store.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from typing import Any
@@ -16,10 +17,11 @@ from confero.domain.events import Listener
 from confero.domain.ids import check_stream_id, new_stream_id
 from confero.domain.room import DEFAULT_DURATION, Member, Room
 from confero.domain.stream import Playback, Publication, RoomPlayback, Stream
-from confero.errors import BadRequest, Conflict, ConferoError, NotFound
-from confero.store import RoomRecord
+from confero.auth import jwt, tokens
+from confero.errors import BadRequest, Conflict, ConferoError, Forbidden, NotFound, Unauthorized
+from confero.store import RoomRecord, TokenRecord
 from confero.media import Router
-from confero.settings import AppSettings, Settings
+from confero.settings import AppSettings, Settings, SettingsError
 from confero.store import Store, StreamRecord
 
 logger = logging.getLogger(__name__)
@@ -59,13 +61,21 @@ class Application:
     # -- publish ---------------------------------------------------------------------------
 
     async def publish(
-        self, listener: Listener, stream_id: str, *, name: str = "", room: str = "", metadata: str = ""
+        self,
+        listener: Listener,
+        stream_id: str,
+        *,
+        name: str = "",
+        room: str = "",
+        metadata: str = "",
+        token: str | None = None,
     ) -> Publication:
         """Reserve `stream_id` for `listener`; the client's offer follows.
 
         With `room`, the stream is a member stream of that room (its window must be open).
         """
         check_stream_id(stream_id)
+        grant = await self.authorize("publish", token, stream_id, room)
         if self.closed:
             raise ConferoError("the server is shutting down", definition="server_will_stop")
         if stream_id in self.streams:
@@ -80,6 +90,7 @@ class Application:
             record.status = "finished"
         if record is None and self.app_settings.acceptOnlyStreamsInDataStore:
             raise BadRequest("stream is not registered", definition="not_allowed_unregistered_streams")
+        await self.consume(grant)
         stream = Stream(
             self, stream_id, room=room, zombi=record is None or record.zombi, name=name, metadata=metadata
         )
@@ -143,6 +154,7 @@ class Application:
         room: str = "",
         track_list: list[str] | None = None,
         own_stream_id: str = "",
+        token: str | None = None,
     ) -> Playback | RoomPlayback:
         """Play one stream, or a whole room on one peer connection when `stream_id` is a room."""
         check_stream_id(stream_id)
@@ -150,11 +162,14 @@ class Application:
         if (stream is None or stream.publication is None or not stream.publication.started) and (
             room == stream_id or stream_id in self.rooms or (not room and await self.room_exists(stream_id))
         ):
-            return await self.play_room(listener, stream_id, track_list or [], own_stream_id)
+            grant = await self.authorize("play", token, stream_id, stream_id)
+            return await self.play_room(listener, stream_id, track_list or [], own_stream_id, grant)
+        grant = await self.authorize("play", token, stream_id, stream.room if stream is not None else "")
         stream = self.live_stream(stream_id)
         if room and stream.room != room:
             # A member's media never reaches a room it has not joined.
             raise NotFound(f"stream {stream_id} is not streaming in room {room}", definition="no_stream_exist")
+        await self.consume(grant)
         playback = Playback(stream, listener)
         stream.playbacks.add(playback)
         try:
@@ -165,9 +180,15 @@ class Application:
         return playback
 
     async def play_room(
-        self, listener: Listener, room_id: str, track_list: list[str], own_stream_id: str
+        self,
+        listener: Listener,
+        room_id: str,
+        track_list: list[str],
+        own_stream_id: str,
+        grant: TokenRecord | None = None,
     ) -> RoomPlayback:
         room = await self.open_room(room_id, create=False)
+        await self.consume(grant)
         excluded = {t[1:] for t in track_list if t.startswith("!")}
         for member in room.members.values():
             if member.listener is listener:
@@ -182,6 +203,114 @@ class Application:
             await playback.close("error")
             raise
         return playback
+
+    # -- security --------------------------------------------------------------------------
+
+    async def authorize(self, type_: str, token: str | None, stream_id: str, stream_room: str) -> TokenRecord | None:
+        """Check a publish/play token when the application asks for one.
+
+        Returns the stored one-time token to consume once the request is accepted (a refused
+        request must not use it up), or None when there is nothing to consume.
+        """
+        s = self.app_settings
+        token_on = s.publishTokenControlEnabled if type_ == "publish" else s.playTokenControlEnabled
+        jwt_on = s.publishJwtControlEnabled if type_ == "publish" else s.playJwtControlEnabled
+        if not token_on and not jwt_on:
+            return None
+        reasons: list[str] = []
+        if token:
+            if jwt_on:
+                ok, why = jwt.check_stream_token(
+                    s.jwtStreamSecretKey, token, type_=type_, stream_id=stream_id, stream_room=stream_room
+                )
+                if ok:
+                    return None
+                reasons.append(why)
+            if token_on:
+                record = await self.store.get_token(self.name, token)
+                decision = tokens.check(record, type_=type_, stream_id=stream_id, stream_room=stream_room)
+                if decision.allowed:
+                    return record if decision.consume else None
+                reasons.append(decision.reason)
+        raise Unauthorized(
+            f"{type_} of {stream_id} refused: {'; '.join(reasons) or 'a token is required'}",
+            definition="unauthorized_access",
+        )
+
+    async def consume(self, grant: TokenRecord | None) -> None:
+        """Use up a one-time token; a second use racing this one loses."""
+        if grant is not None and not await self.store.consume_token(self.name, grant.token_id):
+            raise Unauthorized("the token was already used", definition="unauthorized_access")
+
+    @staticmethod
+    def _check_token_request(stream_id: str, type_: str, expire_date: int) -> None:
+        if type_ and type_ not in tokens.TYPES:
+            raise BadRequest("Invalid token type. Supported types are 'play' and 'publish'")
+        if not stream_id or not type_ or expire_date <= 0:
+            raise BadRequest("Define Stream ID, Token Type and Expire Date (unix time)")
+        check_stream_id(stream_id)
+
+    async def issue_token(self, stream_id: str, type_: str, expire_date: int, room_id: str = "") -> TokenRecord:
+        self._check_token_request(stream_id, type_, expire_date)
+        record = TokenRecord(
+            token_id=tokens.new_token_id(), stream_id=stream_id, expire_date=expire_date, type=type_, room_id=room_id
+        )
+        await self.store.save_token(self.name, record)
+        return record
+
+    def issue_jwt(self, stream_id: str, type_: str, expire_date: int, room_id: str = "") -> TokenRecord:
+        self._check_token_request(stream_id, type_, expire_date)
+        secret = self.app_settings.jwtStreamSecretKey
+        if len(secret) < jwt.MIN_SECRET:
+            raise BadRequest("jwtStreamSecretKey must be set to at least 32 characters")
+        token = jwt.issue_stream_token(secret, stream_id, type_, expire_date, room_id)
+        return TokenRecord(token_id=token, stream_id=stream_id, expire_date=expire_date, type=type_, room_id=room_id)
+
+    async def validate_token(self, token_id: str, stream_id: str, type_: str, room_id: str) -> bool:
+        """REST validate-token: the same rules as a publish/play; a room-less token is used up."""
+        record = await self.store.get_token(self.name, token_id)
+        stream = self.streams.get(stream_id)
+        stream_room = room_id if room_id and (stream_id == room_id or (stream and stream.room == room_id)) else ""
+        decision = tokens.check(record, type_=type_, stream_id=stream_id, stream_room=stream_room)
+        if decision.allowed and decision.consume and record is not None:
+            return await self.store.consume_token(self.name, record.token_id)
+        return decision.allowed
+
+    async def revoke_tokens(self, stream_id: str) -> int:
+        return await self.store.delete_tokens_for_stream(self.name, stream_id)
+
+    async def list_tokens(self, stream_id: str, offset: int, size: int) -> list[TokenRecord]:
+        return await self.store.list_tokens(self.name, stream_id, offset, min(size, 50))
+
+    def check_rest_access(self, remote: str, authorization: str) -> None:
+        """REST protection: the allowed networks (default loopback), then the application JWT."""
+        s = self.app_settings
+        if s.ipFilterEnabled:
+            try:
+                address = ipaddress.ip_address(remote.split("%")[0])
+            except ValueError:
+                raise Forbidden("Not allowed IP") from None
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            networks = [ipaddress.ip_network(c, strict=False) for c in s.allowed_networks_text()]
+            if not any(address.version == n.version and address in n for n in networks):
+                raise Forbidden("Not allowed IP")
+        if s.jwtControlEnabled:
+            if not authorization:
+                raise Unauthorized("Invalid App JWT Token: the Authorization header is missing")
+            if not jwt.check_bearer(s.jwtSecretKey, authorization):
+                raise Forbidden("Invalid App JWT Token")
+
+    def settings_view(self) -> dict[str, Any]:
+        return self.app_settings.to_dict()
+
+    def update_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Change settings at run time; new publish/play requests see them at once."""
+        try:
+            self.app_settings.update(values, where=self.name)
+        except SettingsError as exc:
+            raise BadRequest(str(exc)) from None
+        return self.settings_view()
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -293,10 +422,11 @@ class Application:
         record = await self.room_record(room_id)
         if record is None:
             raise NotFound(f"room {room_id} does not exist")
-        record.start_date = start_date or record.start_date
-        record.end_date = end_date or record.end_date
-        if record.end_date <= record.start_date:
+        # Check before changing: a live room's record is the one in memory.
+        start_date, end_date = start_date or record.start_date, end_date or record.end_date
+        if end_date <= start_date:
             raise BadRequest("endDate must be after startDate")
+        record.start_date, record.end_date = start_date, end_date
         record.mode = mode or record.mode
         await self.store.save_room(self.name, record)
         room = self.rooms.get(room_id)

@@ -123,8 +123,22 @@ async def _get_component_candidates(
     return candidates
 
 
+_original_query_consent = aioice.ice.Connection.query_consent
+
+
+async def _query_consent(self: aioice.ice.Connection) -> None:
+    # aioice race: connect() can see ICE_COMPLETED after close() began and then start the
+    # consent loop on a closed connection, where it would run forever. Never start it then.
+    if self._closing or self._closed:
+        return
+    await _original_query_consent(self)
+
+
 def install_ice_patches() -> None:
-    """Route aioice's gathering through the context's IcePolicy (idempotent)."""
+    """Route aioice's gathering through the context's IcePolicy (idempotent).
+
+    Also stops aioice from starting consent checks on a connection that is already closing.
+    """
     global _fallback_get_host_addresses
     if getattr(aioice.ice.get_host_addresses, "_confero_patched", False):
         return
@@ -132,6 +146,7 @@ def install_ice_patches() -> None:
     _get_host_addresses._confero_patched = True  # type: ignore[attr-defined]
     aioice.ice.get_host_addresses = _get_host_addresses
     aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
+    aioice.ice.Connection.query_consent = _query_consent  # type: ignore[method-assign]
 
 
 def set_ice_policy(policy: IcePolicy | None) -> contextvars.Token[IcePolicy | None]:

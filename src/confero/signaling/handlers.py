@@ -89,7 +89,12 @@ async def publish(session: SignalingSession, command: m.Command) -> None:
     # The room: `mainTrack` (multitrack flow), or the room this connection joined with this id (legacy).
     room = command.main_track or session.room_of(stream_id)
     publication = await session.app.publish(
-        session, stream_id, name=command.stream_name, room=room, metadata=text(command.meta_data)
+        session,
+        stream_id,
+        name=command.stream_name,
+        room=room,
+        metadata=text(command.meta_data),
+        token=command.token,
     )
     session.owned[stream_id] = publication
     if room:
@@ -109,6 +114,7 @@ async def play(session: SignalingSession, command: m.Command) -> None:
         room=command.room,
         track_list=command.track_list,
         own_stream_id=command.user_publish_id or session.rooms.get(stream_id, ""),
+        token=command.token,
     )
     session.owned[stream_id] = playback
 
