@@ -33,6 +33,8 @@ class AppSettings:
     """Per-application settings (Ant Media's names in the file and over REST)."""
 
     dataChannelEnabled: bool = True
+    #: Largest data-channel message relayed, in bytes (Confero's own setting).
+    dataChannelMessageLimit: int = 65536
     stunServerURI: str = ""
     turnServerUsername: str = ""
     turnServerCredential: str = ""

@@ -221,6 +221,37 @@ async def test_put_extending_a_live_room_keeps_it(server: Server, http: aiohttp.
         await member.close()
 
 
+async def test_refused_put_leaves_a_live_room_untouched(server: Server, http: aiohttp.ClientSession) -> None:
+    """A 400 PUT must not change the window of a room that is in memory (its record is the live one)."""
+    now = int(time.time())
+    await create_room(http, "steady", now - 10, now + 600)
+    app = server.applications[APP]
+    member = await Member.join(server, "sa", room="steady")
+    try:
+        for body in (
+            {"startDate": now + 1000, "mode": "legacy"},  # start after the stored end
+            {"endDate": now - 20, "mode": "legacy"},  # end before the stored start
+            {"startDate": now + 50, "endDate": now + 40, "mode": "legacy"},
+        ):
+            status, result = await call(http, "PUT", "/steady", json=body)
+            assert status == 400, (body, result)
+            assert result["success"] is False
+            status, room = await call(http, "GET", "/steady")
+            assert (room["startDate"], room["endDate"]) == (now - 10, now + 600), body
+        room_obj = app.rooms["steady"]
+        assert room_obj.is_open()
+        assert (room_obj.record.start_date, room_obj.record.end_date) == (now - 10, now + 600)
+        stored = await server.store.get_room(APP, "steady")
+        assert stored is not None and (stored.start_date, stored.end_date) == (now - 10, now + 600)
+        # the member is still in, and a second member can still join
+        await member.publish(room="steady")
+        other = await Member.join(server, "sb", room="steady")
+        await other.close()
+        assert member.sock.find(definition="leavedFromRoom") == []
+    finally:
+        await member.close()
+
+
 # --------------------------------------------------------------------------- auto-created room
 
 

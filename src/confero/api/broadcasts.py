@@ -81,3 +81,17 @@ async def delete(request: web.Request, app: Application) -> web.Response:
 
 async def active_count(request: web.Request, app: Application) -> web.Response:
     return json_response({"number": len(app.streams)})
+
+
+async def send_data(request: web.Request, app: Application) -> web.Response:
+    """POST /broadcasts/{id}/data: the raw body goes to the stream's data channels."""
+    stream_id = request.match_info["stream_id"]
+    body = await request.read()
+    if not body:
+        raise BadRequest("the message is empty")
+    try:
+        data: str | bytes = body.decode("utf-8")
+    except UnicodeDecodeError:
+        data = body
+    count = await app.send_stream_data(stream_id, data)
+    return json_response(Result(True, message=f"delivered to {count} data channels", dataId=stream_id))

@@ -46,6 +46,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/rest/v2/applications/settings/{app}", bind(applications.update))
     base = "/{app}/rest/v2/broadcasts"
     router.add_post(base + "/validate-token", bind(tokens.validate))
+    router.add_post(base + "/{stream_id}/data", bind(broadcasts.send_data))
     router.add_get(base + "/{stream_id}/token", bind(tokens.issue))
     router.add_get(base + "/{stream_id}/jwt-token", bind(tokens.issue_jwt))
     router.add_delete(base + "/{stream_id}/tokens", bind(tokens.revoke))

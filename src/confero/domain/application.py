@@ -15,6 +15,7 @@ from typing import Any
 from confero.domain import events
 from confero.domain.events import Listener
 from confero.domain.ids import check_stream_id, new_stream_id
+from confero.domain.p2p import PeerCalls
 from confero.domain.room import DEFAULT_DURATION, Member, Room
 from confero.domain.stream import Playback, Publication, RoomPlayback, Stream
 from confero.auth import jwt, tokens
@@ -41,6 +42,7 @@ class Application:
         self.router = router
         self.streams: dict[str, Stream] = {}
         self.rooms: dict[str, Room] = {}
+        self.calls = PeerCalls()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
 
@@ -203,6 +205,43 @@ class Application:
             await playback.close("error")
             raise
         return playback
+
+    # -- 1-1 calls and data ----------------------------------------------------------------
+
+    async def join_call(self, listener: Listener, call_id: str, token: str | None = None) -> None:
+        """Join a 1-1 call. With token control on, a publish or play token for the call id is needed."""
+        check_stream_id(call_id)
+        s = self.app_settings
+        if s.publishTokenControlEnabled or s.playTokenControlEnabled or s.publishJwtControlEnabled or s.playJwtControlEnabled:
+            grant = None
+            errors = []
+            for type_ in ("publish", "play"):
+                try:
+                    grant = await self.authorize(type_, token, call_id, "")
+                    break
+                except Unauthorized as exc:
+                    errors.append(exc)
+            else:
+                raise errors[0]
+            await self.consume(grant)
+        self.calls.join(listener, call_id)
+
+    def leave_call(self, listener: Listener, call_id: str, *, told: bool = True) -> bool:
+        return self.calls.leave(listener, call_id, told=told)
+
+    async def send_stream_data(self, stream_id: str, data: str | bytes) -> int:
+        """REST: a message to everyone on the stream's data channels (publisher and players)."""
+        stream = self.streams.get(stream_id)
+        room = self.rooms.get(stream_id)
+        if stream is None and room is None:
+            raise NotFound(f"stream {stream_id} is not streaming", definition="no_stream_exist")
+        limit = self.app_settings.dataChannelMessageLimit
+        if len(data) > limit:
+            raise BadRequest(f"the message has {len(data)} bytes; the limit is {limit}")
+        if stream is not None:
+            return stream.deliver_data(data)
+        assert room is not None
+        return room.deliver_data(data)
 
     # -- security --------------------------------------------------------------------------
 
@@ -519,6 +558,7 @@ class Application:
             "name": self.name,
             "streams": [s.dump() for s in self.streams.values()],
             "rooms": [r.dump() for r in self.rooms.values()],
+            "calls": self.calls.dump(),
             "tasks": len(self._tasks),
         }
 

@@ -86,6 +86,51 @@ class LeftRoom:
     stream_id: str
 
 
+@dataclass(frozen=True)
+class PeerJoined:
+    """This client joined 1-1 call `stream_id`."""
+
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class PeerStart:
+    """The partner arrived: this client (the first one) makes the offer."""
+
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class PeerStop:
+    """The partner left the 1-1 call: close the peer connection, stay joined."""
+
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class PeerLeft:
+    """This client left 1-1 call `stream_id`."""
+
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class Relay:
+    """A message from the partner in a 1-1 call, to pass on unchanged (the frame's text)."""
+
+    stream_id: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class DataTooLarge:
+    """A data-channel message from this client was over the limit and was not delivered."""
+
+    stream_id: str
+    size: int
+    limit: int
+
+
 Event = (
     PublishStarted
     | PublishFinished
@@ -98,6 +143,12 @@ Event = (
     | StreamJoined
     | StreamLeft
     | LeftRoom
+    | PeerJoined
+    | PeerStart
+    | PeerStop
+    | PeerLeft
+    | Relay
+    | DataTooLarge
 )
 
 

@@ -142,6 +142,10 @@ class Room:
             await self.app.store.save_room(self.app.name, self.record)
         await self.refresh_playbacks()
 
+    def deliver_data(self, data: str | bytes, *, exclude_listener: Listener | None = None) -> int:
+        """Send `data` on every room play of this room, except those of `exclude_listener`."""
+        return sum(1 for p in list(self.playbacks) if p.listener is not exclude_listener and p.send_data(data))
+
     async def refresh_playbacks(self) -> None:
         await asyncio.gather(*(p.refresh() for p in list(self.playbacks)), return_exceptions=True)
 

@@ -68,6 +68,23 @@ class _Session:
         if self.peer is not None:
             await self.peer.add_candidate(candidate, mid, index)
 
+    def send_data(self, data: str | bytes) -> bool:
+        return self.peer is not None and not self.closed and self.peer.send_data(data)
+
+    def _data(self, peer: Peer, data: str | bytes) -> None:
+        """A data-channel message from this client: checked, then relayed by the domain."""
+        if self.closed:
+            return
+        limit = self.app.app_settings.dataChannelMessageLimit
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > limit:
+            self.listener.deliver(events.DataTooLarge(self.stream_id, size, limit))
+            return
+        self.relay(data)
+
+    def relay(self, data: str | bytes) -> None:
+        """Who hears this client's data (subclasses)."""
+
     def close_soon(self, reason: str) -> None:
         if not self.closed and self._close_task is None:
             self._close_task = asyncio.get_running_loop().create_task(self.close(reason))
@@ -92,13 +109,17 @@ class Publication(_Session):
         if self.publisher is not None:
             raise MediaError("notSetRemoteDescription", "this publish already has an offer")
         self.publisher = self.app.router.create_publisher(
-            self.stream_id, on_closed=self._peer_closed, on_connected=self._peer_connected
+            self.stream_id, on_closed=self._peer_closed, on_connected=self._peer_connected, on_data=self._data
         )
         self.peer = self.publisher
         self._arm_deadline()
         answer = await self.publisher.answer(sdp)
         self.listener.deliver(events.Answer(self.stream_id, answer))
         self._send_candidates()
+
+    def relay(self, data: str | bytes) -> None:
+        # The publisher's messages reach its players and, in a room, every other member's room play.
+        self.stream.deliver_data(data, exclude=self)
 
     def _peer_connected(self, peer: Peer) -> None:
         self._disarm()
@@ -140,11 +161,12 @@ class Playback(_Session):
         if publisher is None or not publisher.uptracks:
             raise MediaError("no_stream_exist", "the stream has no media yet")
         self.subscriber = self.app.router.create_subscriber(
-            f"{self.stream_id}/play", on_closed=self._peer_closed, on_connected=self._peer_connected
+            f"{self.stream_id}/play", on_closed=self._peer_closed, on_connected=self._peer_connected, on_data=self._data
         )
         self.peer = self.subscriber
         self._arm_deadline()
-        sdp = await self.subscriber.offer([(u, self.stream_id) for u in publisher.uptracks])
+        channel = self.stream_id if self.app.app_settings.dataChannelEnabled else None
+        sdp = await self.subscriber.offer([(u, self.stream_id) for u in publisher.uptracks], data_channel=channel)
         mapping = {mid: track_id(kind, label) for mid, kind, label in self.subscriber.mapping()}
         self.listener.deliver(events.Offer(self.stream_id, sdp, mapping))
         self._send_candidates()
@@ -153,6 +175,10 @@ class Playback(_Session):
         if self.subscriber is None:
             raise MediaError("notSetRemoteDescription", "no offer was made for this play")
         await self.subscriber.accept_answer(sdp)
+
+    def relay(self, data: str | bytes) -> None:
+        # A player's message goes to the publisher and the other players (distribution "all").
+        self.stream.deliver_data(data, exclude=self, rooms=False)
 
     def _peer_connected(self, peer: Peer) -> None:
         self._disarm()
@@ -209,7 +235,10 @@ class RoomPlayback(_Session):
 
     async def offer(self) -> None:
         self.subscriber = self.app.router.create_subscriber(
-            f"{self.stream_id}/room-play", on_closed=self._peer_closed, on_connected=self._peer_connected
+            f"{self.stream_id}/room-play",
+            on_closed=self._peer_closed,
+            on_connected=self._peer_connected,
+            on_data=self._data,
         )
         self.peer = self.subscriber
         self._arm_deadline()
@@ -256,6 +285,10 @@ class RoomPlayback(_Session):
 
     def set_enabled(self, stream_id: str, enabled: bool) -> bool:
         return self.subscriber is not None and self.subscriber.set_enabled(stream_id, enabled)
+
+    def relay(self, data: str | bytes) -> None:
+        # Sent on the room connection: the other members' room connections hear it.
+        self.room.deliver_data(data, exclude_listener=self.listener)
 
     def _peer_connected(self, peer: Peer) -> None:
         self._disarm()
@@ -317,6 +350,23 @@ class Stream:
         await self.app.stream_finished(self)
         if self.publication is not None and not self.publication.closed:
             await self.publication.close(reason)
+
+    def deliver_data(self, data: str | bytes, *, exclude: _Session | None = None, rooms: bool = True) -> int:
+        """Send `data` to this stream's publisher and players and, in a room, to the room plays.
+
+        Never back to the sender, nor to the sender's own room play.
+        """
+        sender = exclude.listener if exclude is not None else None
+        targets: list[_Session] = []
+        if self.publication is not None:
+            targets.append(self.publication)
+        targets += list(self.playbacks)
+        count = sum(1 for t in targets if t is not exclude and t.send_data(data))
+        if rooms and self.room:
+            room = self.app.rooms.get(self.room)
+            if room is not None:
+                count += room.deliver_data(data, exclude_listener=sender)
+        return count
 
     def info(self) -> list[dict[str, Any]]:
         publisher = self.publication.publisher if self.publication else None

@@ -25,6 +25,7 @@ import asyncio
 import contextvars
 import logging
 import random
+import socket
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, Iterable
@@ -67,6 +68,9 @@ class IcePolicy:
 
     addresses: tuple[str, ...] | None = None
     port_range: tuple[int, int] | None = None
+    #: SO_RCVBUF/SO_SNDBUF of media sockets (the kernel caps it at net.core.rmem_max/wmem_max):
+    #: room for a few hundred ms of packets while the event loop is busy elsewhere.
+    socket_buffer: int = 4 << 20
 
 
 _policy: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar(
@@ -89,8 +93,12 @@ async def _get_component_candidates(
     self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
 ) -> list[Candidate]:
     policy = _policy.get()
-    if policy is None or policy.port_range is None:
+    if policy is None:
         return await _original_get_component_candidates(self, component, addresses, timeout)
+    if policy.port_range is None:
+        candidates = await _original_get_component_candidates(self, component, addresses, timeout)
+        _size_buffers(self, policy.socket_buffer)
+        return candidates
     low, high = policy.port_range
     loop = asyncio.get_running_loop()
     candidates: list[Candidate] = []
@@ -120,7 +128,20 @@ async def _get_component_candidates(
         )
         self._protocols.append(protocol)
         candidates.append(protocol.local_candidate)
+    _size_buffers(self, policy.socket_buffer)
     return candidates
+
+
+def _size_buffers(connection: aioice.ice.Connection, size: int) -> None:
+    for protocol in connection._protocols:
+        sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+        if sock is None:
+            continue
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+            except OSError:
+                pass
 
 
 _original_query_consent = aioice.ice.Connection.query_consent

@@ -63,6 +63,7 @@ class Peer:
         *,
         on_closed: Callable[[Peer, str], None] | None = None,
         on_connected: Callable[[Peer], None] | None = None,
+        on_data: Callable[[Peer, str | bytes], None] | None = None,
     ) -> None:
         self.config = config
         self.name = name
@@ -79,6 +80,12 @@ class Peer:
         self._remote_set = False
         self._pending_candidates: list[tuple[str, str | None, int | None]] = []
         self.pc.on("connectionstatechange", self._connection_state_changed)
+        self._on_data = on_data
+        self.data_channel: Any = None
+        self._data_backlog: list[str | bytes] = []
+        self.data_sent = 0
+        self.data_received = 0
+        self.data_dropped = 0
 
     # -- state ---------------------------------------------------------------------------
 
@@ -113,12 +120,50 @@ class Peer:
             await self.pc.close()
         finally:
             callback, self._on_closed, self._on_connected = self._on_closed, None, None
+            self._on_data = None
+            self._data_backlog.clear()
             self._closed_done.set()
             if callback is not None:
                 callback(self, reason)
 
     def _close_children(self) -> None:
         """Subclasses detach their tracks here, before the peer connection closes."""
+
+    # -- data channel ----------------------------------------------------------------------
+
+    def attach_channel(self, channel: Any) -> None:
+        """Use `channel` for this peer's data: messages in go to `on_data`, `send_data` goes out."""
+        self.data_channel = channel
+        channel.on("message", self._data_message)
+        channel.on("open", self._flush_data)
+        if channel.readyState == "open":
+            self._flush_data()
+
+    def _data_message(self, data: str | bytes) -> None:
+        self.data_received += 1
+        if self._on_data is not None and not self.closed:
+            self._on_data(self, data)
+
+    def _flush_data(self) -> None:
+        backlog, self._data_backlog = self._data_backlog, []
+        for data in backlog:
+            self.send_data(data)
+
+    def send_data(self, data: str | bytes) -> bool:
+        """Send on the data channel; queued (up to 256 messages) until it opens."""
+        channel = self.data_channel
+        if channel is None or self.closed or channel.readyState in ("closing", "closed"):
+            self.data_dropped += 1
+            return False
+        if channel.readyState != "open":
+            if len(self._data_backlog) < 256:
+                self._data_backlog.append(data)
+            else:
+                self.data_dropped += 1
+            return False
+        channel.send(data)
+        self.data_sent += 1
+        return True
 
     # -- SDP -----------------------------------------------------------------------------
 
@@ -203,4 +248,5 @@ class Peer:
             "role": self.role,
             "connectionState": self.pc.connectionState,
             "closed": self.closed,
+            "data": {"sent": self.data_sent, "received": self.data_received, "dropped": self.data_dropped},
         }

@@ -48,8 +48,10 @@ class Publisher(Peer):
         codecs: tuple[str, ...] = ("video/VP8", "video/H264", "audio/opus"),
         on_closed: Callable[[Peer, str], None] | None = None,
         on_connected: Callable[[Peer], None] | None = None,
+        on_data: Callable[[Peer, str | bytes], None] | None = None,
     ) -> None:
-        super().__init__(config, name, on_closed=on_closed, on_connected=on_connected)
+        super().__init__(config, name, on_closed=on_closed, on_connected=on_connected, on_data=on_data)
+        self.pc.on("datachannel", self.attach_channel)
         self.allowed_codecs = tuple(c.lower() for c in codecs)
         self.uptracks: list[UpTrack] = []
         self._routes: dict[int, tuple[UpTrack, bool]] = {}

@@ -48,13 +48,16 @@ class Router:
         *,
         on_closed: Callable[[Peer, str], None] | None = None,
         on_connected: Callable[[Peer], None] | None = None,
+        on_data: Callable[[Peer, str | bytes], None] | None = None,
     ) -> Publisher:
         def closed(peer: Peer, reason: str) -> None:
             self.publishers.discard(peer)  # type: ignore[arg-type]
             if on_closed is not None:
                 on_closed(peer, reason)
 
-        publisher = Publisher(self.config, name, codecs=self.codecs, on_closed=closed, on_connected=on_connected)
+        publisher = Publisher(
+            self.config, name, codecs=self.codecs, on_closed=closed, on_connected=on_connected, on_data=on_data
+        )
         self.publishers.add(publisher)
         return publisher
 
@@ -65,6 +68,7 @@ class Router:
         on_closed: Callable[[Peer, str], None] | None = None,
         on_connected: Callable[[Peer], None] | None = None,
         on_source_closed: Callable[[DownTrack], None] | None = None,
+        on_data: Callable[[Peer, str | bytes], None] | None = None,
     ) -> Subscriber:
         def closed(peer: Peer, reason: str) -> None:
             self.subscribers.discard(peer)  # type: ignore[arg-type]
@@ -77,6 +81,7 @@ class Router:
             on_closed=closed,
             on_connected=on_connected,
             on_source_closed=on_source_closed,
+            on_data=on_data,
         )
         self.subscribers.add(subscriber)
         return subscriber

@@ -72,15 +72,15 @@ class Subscriber(Peer):
         on_closed: Callable[[Peer, str], None] | None = None,
         on_connected: Callable[[Peer], None] | None = None,
         on_source_closed: Callable[[DownTrack], None] | None = None,
+        on_data: Callable[[Peer, str | bytes], None] | None = None,
     ) -> None:
-        super().__init__(config, name, on_closed=on_closed, on_connected=on_connected)
+        super().__init__(config, name, on_closed=on_closed, on_connected=on_connected, on_data=on_data)
         self.downtracks: list[DownTrack] = []
         self._on_source_closed = on_source_closed
         self.slots: list[Slot] = []
         self._senders: dict[DownTrack, RTCRtpSender] = {}
         self._by_ssrc: dict[int, DownTrack] = {}
         self._tap: aiortc_hooks.TransportTap | None = None
-        self.data_channel: Any = None
 
     async def offer(self, uptracks: list[tuple[UpTrack, str]], *, data_channel: str | None = None) -> str:
         """Offer one sendonly m-line per (UpTrack, label) and returns the offer SDP.
@@ -93,7 +93,7 @@ class Subscriber(Peer):
             transceiver.setCodecPreferences(codec_preferences(uptrack))
             self.slots.append(Slot(transceiver, uptrack, label))
         if data_channel is not None and self.data_channel is None:
-            self.data_channel = self.pc.createDataChannel(data_channel)
+            self.attach_channel(self.pc.createDataChannel(data_channel))
         offer = await self.pc.createOffer()
         await self._set_local(offer)
         if self._tap is None:

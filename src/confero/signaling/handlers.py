@@ -38,8 +38,10 @@ def error_message(exc: BaseException, stream_id: str = "") -> m.Error:
     return m.Error(definition="server_error_check_logs", stream_id=stream_id)
 
 
-def event_message(event: events.Event) -> m.Message:
+def event_message(event: events.Event) -> m.Message | m.Raw:
     match event:
+        case events.Relay(_stream_id, payload):
+            return m.Raw(payload)
         case events.Offer(stream_id, sdp, mapping):
             return m.TakeConfigurationOut(stream_id=stream_id, type="offer", sdp=sdp, id_mapping=mapping)
         case events.Answer(stream_id, sdp):
@@ -62,6 +64,20 @@ def event_message(event: events.Event) -> m.Message:
             return m.Notification(definition="streamLeaved", stream_id=stream_id, room=room, room_name=room)
         case events.LeftRoom(room, stream_id):
             return m.Notification(definition="leavedFromRoom", stream_id=stream_id, room=room, room_name=room)
+        case events.PeerJoined(stream_id):
+            return m.Notification(definition="joined", stream_id=stream_id)
+        case events.PeerStart(stream_id):
+            return m.Start(stream_id=stream_id)
+        case events.PeerStop(stream_id):
+            return m.StopOut(stream_id=stream_id)
+        case events.PeerLeft(stream_id):
+            return m.Notification(definition="leaved", stream_id=stream_id)
+        case events.DataTooLarge(stream_id, size, limit):
+            return m.Error(
+                definition="data_message_too_large",
+                stream_id=stream_id,
+                information=f"a data-channel message of {size} bytes was not delivered; the limit is {limit}",
+            )
     raise TypeError(f"no message for {event!r}")
 
 
@@ -119,8 +135,18 @@ async def play(session: SignalingSession, command: m.Command) -> None:
     session.owned[stream_id] = playback
 
 
+def relayed(session: SignalingSession, command: m.Command) -> bool:
+    """In a 1-1 call, offers, answers, candidates and stops go to the partner unchanged."""
+    if command.stream_id in session.owned or not session.app.calls.member_of(session, command.stream_id):
+        return False
+    session.app.calls.relay(session, command.stream_id, session.frame)
+    return True
+
+
 async def take_configuration(session: SignalingSession, command: m.Command) -> None:
     assert isinstance(command, m.TakeConfiguration)
+    if relayed(session, command):
+        return
     owned = session.owned.get(command.stream_id)
     if command.type not in ("offer", "answer") or not command.sdp:
         raise MediaError("notSetRemoteDescription", "takeConfiguration needs type offer/answer and an sdp")
@@ -147,6 +173,8 @@ async def take_configuration(session: SignalingSession, command: m.Command) -> N
 
 async def take_candidate(session: SignalingSession, command: m.Command) -> None:
     assert isinstance(command, m.TakeCandidate)
+    if relayed(session, command):
+        return
     owned = session.owned.get(command.stream_id)
     if owned is None:
         raise ConferoError(f"no publish or play of {command.stream_id}", definition="no_peer_associated_before")
@@ -154,6 +182,8 @@ async def take_candidate(session: SignalingSession, command: m.Command) -> None:
 
 
 async def stop(session: SignalingSession, command: m.Command) -> None:
+    if relayed(session, command):
+        return
     owned = session.owned.pop(command.stream_id, None)
     if owned is None:
         logger.debug("stop for %s, which this connection does not have", command.stream_id)
@@ -271,6 +301,22 @@ async def get_track_list(session: SignalingSession, command: m.Command) -> None:
     session.send(m.TrackList(stream_id=command.stream_id, track_list=tracks))
 
 
+async def join(session: SignalingSession, command: m.Command) -> None:
+    assert isinstance(command, m.Join)
+    await session.app.join_call(session, command.stream_id, command.token)
+    session.calls.add(command.stream_id)
+
+
+async def leave(session: SignalingSession, command: m.Command) -> None:
+    session.calls.discard(command.stream_id)
+    if not session.app.leave_call(session, command.stream_id):
+        raise ConferoError(f"not in call {command.stream_id}", definition="no_peer_associated_before")
+
+
+async def peer_message(session: SignalingSession, command: m.Command) -> None:
+    session.app.calls.relay(session, command.stream_id, session.frame)
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": ping,
     "getIceServerConfig": get_ice_server_config,
@@ -285,6 +331,9 @@ HANDLERS: dict[str, Handler] = {
     "getRoomInfo": get_room_info,
     "enableTrack": enable_track,
     "getTrackList": get_track_list,
+    "join": join,
+    "leave": leave,
+    "peerMessageCommand": peer_message,
 }
 
 

@@ -97,6 +97,21 @@ class GetTrackList(Command):
     token: str | None = None
 
 
+class Join(Command):
+    multi_peer: bool = False
+    mode: str = ""
+    token: str | None = None
+
+
+class Leave(Command):
+    pass
+
+
+class PeerMessageCommand(Command):
+    definition: str = ""
+    data: Any = None
+
+
 COMMANDS: dict[str, type[Command]] = {
     "ping": Ping,
     "getIceServerConfig": GetIceServerConfig,
@@ -111,6 +126,9 @@ COMMANDS: dict[str, type[Command]] = {
     "getRoomInfo": GetRoomInfo,
     "enableTrack": EnableTrack,
     "getTrackList": GetTrackList,
+    "join": Join,
+    "leave": Leave,
+    "peerMessageCommand": PeerMessageCommand,
 }
 
 #: Commands that need no streamId (everything else is refused without one).
@@ -266,8 +284,19 @@ Outgoing = Union[
     Error,
 ]
 
+class Raw:
+    """A frame relayed verbatim (1-1 call signaling between two clients)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 _encoder = msgspec.json.Encoder()
 
 
-def encode(message: Message) -> str:
+def encode(message: Message | Raw) -> str:
+    if isinstance(message, Raw):
+        return message.text
     return _encoder.encode(message).decode()

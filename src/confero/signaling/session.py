@@ -35,6 +35,8 @@ class SignalingSession:
         self._remote = remote
         self.owned: dict[str, Publication | Playback | RoomPlayback] = {}
         self.rooms: dict[str, str] = {}  # room id -> the stream id this client joined it with
+        self.calls: set[str] = set()  # 1-1 calls joined
+        self.frame = ""  # the text of the command being handled (relayed as is in 1-1 calls)
         self._out: asyncio.Queue[str | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.closed = False
@@ -54,12 +56,14 @@ class SignalingSession:
             owned = self.owned.get(event.stream_id)
             if owned is not None and owned.closed:
                 del self.owned[event.stream_id]
+        elif isinstance(event, events.PeerLeft):
+            self.calls.discard(event.stream_id)
         elif isinstance(event, events.LeftRoom):
             if self.rooms.get(event.room) == event.stream_id:
                 del self.rooms[event.room]
         self.send(handlers.event_message(event))
 
-    def send(self, message: m.Message) -> None:
+    def send(self, message: m.Message | m.Raw) -> None:
         if self.closed and self._writer is None:
             return
         if self._out.qsize() >= MAX_QUEUE:
@@ -90,6 +94,7 @@ class SignalingSession:
             logger.info("%s: bad message: %s", self.remote, exc.information)
             self.send(handlers.error_message(exc))
             return
+        self.frame = text if isinstance(text, str) else text.decode()
         await handlers.dispatch(self, name, command)
 
     async def _write_loop(self) -> None:
@@ -111,6 +116,9 @@ class SignalingSession:
         owned = list(self.owned.values())
         self.owned.clear()
         await asyncio.gather(*(o.close("disconnect") for o in owned), return_exceptions=True)
+        for call in list(self.calls):
+            self.app.leave_call(self, call, told=False)
+        self.calls.clear()
         rooms = list(self.rooms.items())
         self.rooms.clear()
         for room, stream_id in rooms:
@@ -125,4 +133,4 @@ class SignalingSession:
         await self.ws.close()
 
     def dump(self) -> dict[str, Any]:
-        return {"remote": self.remote, "owned": sorted(self.owned), "rooms": dict(self.rooms), "closed": self.closed}
+        return {"remote": self.remote, "owned": sorted(self.owned), "rooms": dict(self.rooms), "calls": sorted(self.calls), "closed": self.closed}
