@@ -1237,3 +1237,276 @@ class Player(_AmsPeer):
         await self.counter.aclose()
         if self.decode_counter is not None:
             self.decode_counter.detach()
+
+
+# ------------------------------------------------------------------ 1-1 calls (P2P)
+
+
+class PeerClient:
+    """SDK-like peer of a 1-1 call (protocol section 3.5).
+
+    ``await join()`` sends ``join`` and waits for ``joined``.  The server then pairs two
+    clients: the first hears ``start`` and offers (its own synthetic video + audio, sendrecv,
+    and a data channel labelled with the call id); the other answers with its own tracks.
+    Offers, answers, candidates and ``peerMessageCommand`` travel through the server
+    unchanged; media and data flow directly between the two peers.  On ``stop`` the pc is
+    closed and the client stays joined (a later ``start`` begins a new call).
+
+    Counters of the current call are on :attr:`counter`; :attr:`calls` counts the pcs made.
+    """
+
+    role = "peer-client"
+
+    def __init__(self, sock: AmsSocket, call_id: str, codec: str = "VP8") -> None:
+        self.sock = sock
+        self.call_id = call_id
+        self.codec = codec.upper()
+        self.pc: RTCPeerConnection | None = None
+        self.media: PublisherMedia | None = None
+        self.counter = MediaCounter(name=f"peer-{call_id}")
+        self.channel: RTCDataChannel | None = None
+        self.data_messages: list[str | bytes] = []
+        self.peer_messages: list[Message] = []
+        self.errors: list[Message] = []
+        #: every message of this call id, in arrival order
+        self.history: list[Message] = []
+        self.starts = 0
+        self.stops = 0
+        self.calls = 0
+        self.offer_sdp: str | None = None
+        self.answer_sdp: str | None = None
+        self.handler_errors: list[BaseException] = []
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._pending_candidates: list[Message] = []
+        self._remote_set = False
+        self._remove_listener: Callable[[], None] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- properties
+
+    @property
+    def video_frames(self) -> int:
+        return self.counter.video_frames
+
+    @property
+    def audio_frames(self) -> int:
+        return self.counter.audio_frames
+
+    @property
+    def connected(self) -> bool:
+        return self.pc is not None and self.pc.connectionState == "connected"
+
+    # -- plumbing
+
+    def _ensure_listening(self) -> None:
+        if self._pump is not None:
+            return
+        if self._closed:
+            raise RuntimeError(f"peer {self.call_id} is closed")
+
+        def on_message(msg: Message) -> None:
+            if msg.get("streamId") == self.call_id:
+                self.history.append(msg)
+                self._inbox.put_nowait(msg)
+
+        self._remove_listener = self.sock.add_listener(on_message)
+        self._pump = asyncio.get_running_loop().create_task(
+            self._run_pump(), name=f"{TASK_PREFIX}{self.role}-{self.call_id}"
+        )
+
+    async def _run_pump(self) -> None:
+        while True:
+            msg = await self._inbox.get()
+            try:
+                await self._handle(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("peer %s failed handling %s", self.call_id, msg)
+                self.handler_errors.append(exc)
+
+    async def _handle(self, msg: Message) -> None:
+        command = msg.get("command")
+        if command == "start":
+            self.starts += 1
+            await self._offer()
+        elif command == "takeConfiguration" and msg.get("type") == "offer":
+            await self._answer(msg["sdp"])
+        elif command == "takeConfiguration" and msg.get("type") == "answer":
+            if self.pc is None:
+                raise RuntimeError("answer without an offer")
+            self.answer_sdp = msg["sdp"]
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
+            await self._remote_description_set()
+        elif command == "takeCandidate":
+            if self.pc is not None and self._remote_set:
+                await self._apply_candidate(msg)
+            else:
+                self._pending_candidates.append(msg)
+        elif command == "stop":
+            self.stops += 1
+            await self._close_pc()
+        elif command == "peerMessageCommand":
+            self.peer_messages.append(msg)
+        elif command == "error":
+            self.errors.append(msg)
+
+    async def _apply_candidate(self, msg: Message) -> None:
+        assert self.pc is not None
+        with contextlib.suppress(Exception):
+            await self.pc.addIceCandidate(_candidate_from_message(msg))
+
+    async def _remote_description_set(self) -> None:
+        self._remote_set = True
+        queued, self._pending_candidates = self._pending_candidates, []
+        for msg in queued:
+            await self._apply_candidate(msg)
+
+    def _new_pc(self, pc: RTCPeerConnection) -> None:
+        self.pc = pc
+        self.calls += 1
+        self._remote_set = False
+        self.counter = MediaCounter(name=f"peer-{self.call_id}-{self.calls}")
+        self.counter.attach(pc)
+        self.channel = None
+
+        @pc.on("datachannel")
+        def _on_datachannel(channel: RTCDataChannel) -> None:
+            self._use_channel(channel)
+
+    def _use_channel(self, channel: RTCDataChannel) -> None:
+        self.channel = channel
+
+        @channel.on("message")
+        def _on_message(data: str | bytes) -> None:
+            self.data_messages.append(data)
+
+    async def _offer(self) -> None:
+        """``start``: the SDK's startPublishing — local tracks and a data channel, then offer."""
+        await self._close_pc()
+        self.media = build_publisher_pc(self.codec, data_channel_label=self.call_id)
+        for transceiver in (self.media.video_transceiver, self.media.audio_transceiver):
+            if transceiver is not None:
+                transceiver.direction = "sendrecv"  # a call: both sides send
+        self._new_pc(self.media.pc)
+        assert self.media.channel is not None
+        self._use_channel(self.media.channel)
+        offer = await self.media.pc.createOffer()
+        await self.media.pc.setLocalDescription(offer)
+        self.offer_sdp = self.media.pc.localDescription.sdp
+        await self.sock.send(
+            {"command": "takeConfiguration", "streamId": self.call_id, "type": "offer", "sdp": self.offer_sdp}
+        )
+
+    async def _answer(self, sdp: str) -> None:
+        """The partner's offer: a pc with this client's own tracks answers it."""
+        await self._close_pc(keep_candidates=True)
+        pc = new_peer_connection()
+        self._new_pc(pc)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        video, audio = SyntheticVideoTrack(), SineAudioTrack()
+        self.media = PublisherMedia(pc=pc, video=video, audio=audio, video_transceiver=None, audio_transceiver=None)
+        pc.addTrack(video)
+        pc.addTrack(audio)
+        await self._remote_description_set()
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        self.answer_sdp = pc.localDescription.sdp
+        await self.sock.send(
+            {"command": "takeConfiguration", "streamId": self.call_id, "type": "answer", "sdp": self.answer_sdp}
+        )
+
+    async def _close_pc(self, *, keep_candidates: bool = False) -> None:
+        pc, self.pc = self.pc, None
+        media, self.media = self.media, None
+        self._remote_set = False
+        if not keep_candidates:
+            self._pending_candidates = []
+        if media is not None:
+            media.stop_tracks()
+        if pc is not None:
+            await pc.close()
+            await self.counter.aclose()
+
+    async def _wait(self, check: Callable[[], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if self.handler_errors:
+                raise self.handler_errors[0]
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"peer {self.call_id}: timed out waiting for {what}")
+            await asyncio.sleep(0.01)
+
+    async def _reply(self, sent: Message, definition: str, timeout: float) -> Message:
+        """Send ``sent`` and wait for the notification ``definition`` (or an error) it causes."""
+        self._ensure_listening()
+        mark = len(self.history)
+        await self.sock.send(sent)
+        found: list[Message] = []
+
+        def check() -> bool:
+            for msg in self.history[mark:]:
+                if msg.get("command") == "error" or (
+                    msg.get("command") == "notification" and msg.get("definition") == definition
+                ):
+                    found.append(msg)
+                    return True
+            return False
+
+        await self._wait(check, definition, timeout)
+        if found[0].get("command") == "error":
+            raise AmsError(found[0])
+        return found[0]
+
+    # -- API
+
+    async def join(self, timeout: float = 10.0) -> Message:
+        """``join`` -> ``joined``; raises :class:`AmsError` if refused."""
+        return await self._reply(
+            {"command": "join", "streamId": self.call_id, "multiPeer": False, "mode": "both"}, "joined", timeout
+        )
+
+    async def leave(self, timeout: float = 10.0) -> Message:
+        """``leave`` -> ``leaved`` (the SDK closes its pc too); raises :class:`AmsError` if refused."""
+        try:
+            return await self._reply({"command": "leave", "streamId": self.call_id}, "leaved", timeout)
+        finally:
+            await self._close_pc()
+
+    async def send_peer_message(self, definition: str, data: Any, **extra: Any) -> Message:
+        msg = {"command": "peerMessageCommand", "streamId": self.call_id, "definition": definition, "data": data, **extra}
+        await self.sock.send(msg)
+        return msg
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        await self._wait(lambda: self.connected, "connected", timeout)
+
+    async def wait_frames(self, n_video: int, n_audio: int = 0, timeout: float = 20.0) -> None:
+        await self._wait(
+            lambda: self.counter.video_frames >= n_video and self.counter.audio_frames >= n_audio,
+            f"{n_video} video/{n_audio} audio frames (have {self.counter.video_frames}/{self.counter.audio_frames})",
+            timeout,
+        )
+
+    async def wait_stops(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until ``n`` ``stop`` messages were handled (the pc is closed by then)."""
+        await self._wait(lambda: self.stops >= n and self.pc is None, f"{n} stops", timeout)
+
+    async def wait_peer_messages(self, n: int, timeout: float = 10.0) -> None:
+        await self._wait(lambda: len(self.peer_messages) >= n, f"{n} peer messages", timeout)
+
+    async def close(self) -> None:
+        """Close the pc and stop background work (idempotent, sends nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._remove_listener is not None:
+            self._remove_listener()
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+        await self._close_pc()
+        await self.counter.aclose()

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from confero.api.guards import rest_guard
+from confero.api.pages import add_page_routes
 from confero.api.routes import APPLICATIONS, add_routes, error_response
 from confero.domain.application import Application
 from confero.media import IcePolicy, PeerConfig, Router
@@ -64,6 +65,7 @@ class Server:
         self.web[APPLICATIONS] = self.applications
         self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions))
         add_routes(self.web.router)
+        add_page_routes(self.web.router, self.applications)
         self._runner: web.AppRunner | None = None
         self.port = settings.port
         self.closed = False

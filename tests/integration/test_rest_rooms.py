@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -481,4 +480,3 @@ async def test_rooms_are_per_application(server: Server, http: aiohttp.ClientSes
         assert "mine" not in server.applications["LiveApp"].rooms
     finally:
         await member.close()
-    await asyncio.sleep(0)

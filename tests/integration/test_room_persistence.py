@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import time
 from pathlib import Path
@@ -211,7 +210,6 @@ async def test_a_crash_leaves_no_stream_broadcasting(tmp_path: Path) -> None:
             await member.publish()
         finally:
             await member.close()
-        await asyncio.sleep(0)
         await stopped(server)
     finally:
         await server.close()

@@ -128,7 +128,7 @@ class ConferenceRoom(msgspec.Struct, kw_only=True):
     startDate: int = 0
     endDate: int = 0
     roomStreamList: list[str] = []
-    mode: str = "legacy"
+    mode: str = ""  # "" on input keeps the stored mode; records default to "legacy"
     originAdress: str = ""
 
 

@@ -493,8 +493,10 @@ class Application:
             if stream_id in record.room_stream_list:
                 record.room_stream_list.remove(stream_id)
             room = self.rooms.get(room_id)
-            if room is not None and stream_id in room.members:
+            member = room.members.get(stream_id) if room is not None else None
+            if room is not None and member is not None:
                 await room.leave(stream_id, "removed")
+                member.listener.deliver(events.LeftRoom(room_id, stream_id))
         await self.store.save_room(self.name, record)
         return True
 

@@ -1,0 +1,2 @@
+// placeholder: the Confero SDK is being written
+export class WebRTCAdaptor {}
