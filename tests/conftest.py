@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
+import os
+import subprocess
+import sys
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +18,36 @@ from confero.media import aiortc_hooks
 from confero.server import Server
 from confero.settings import Settings
 from tests.amsclient import loopback_only
+
+CLONE_NEWNET = 0x40000000
+
+
+def enter_private_network() -> bool:
+    """Move the test run into a fresh network namespace whose only interface is `lo`.
+
+    Everything the tests start (servers, aiortc peers, Chromium) inherits it, so no packet can
+    leave the machine. Needs root (CI runs as root); elsewhere the tests still use loopback
+    only, and CONFERO_TEST_NETNS=0 turns this off.
+    """
+    if os.environ.get("CONFERO_TEST_NETNS", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    if os.environ.get("CONFERO_IN_NETNS") == "1":
+        return True
+    if os.geteuid() != 0:
+        warnings.warn("not root: tests run in the normal network namespace (loopback only)")
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        warnings.warn(f"unshare(CLONE_NEWNET) failed: errno {ctypes.get_errno()}")
+        return False
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    os.environ["CONFERO_IN_NETNS"] = "1"
+    return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    enter_private_network()
+
 
 # Test clients gather 127.0.0.1 only (aioice skips loopback by default). This must run before
 # the server installs its own policy hook, which falls back to the function installed now.

@@ -117,6 +117,7 @@ async def test_two_peers_call_each_other_through_relayed_signaling(server: Serve
         error = refused.value.message
         assert error["definition"] == "streamIdInUse" and error["streamId"] == CALL
         assert "two peers" in error["information"]
+        assert (await third.sock.wait_for("error", timeout=1)) == error
         assert len(calls(server)[CALL].peers) == 2
         await asyncio.sleep(0.3)
         assert a.stops == 0 and b.stops == 0 and a.starts == 1
@@ -153,7 +154,7 @@ async def test_leave_keeps_the_other_joined_for_a_new_partner_and_disconnect_is_
         assert a.history[-1] == {"command": "stop", "streamId": CALL}
         assert b.stops == 0 and b.pc is None
         assert len(calls(server)[CALL].peers) == 1
-        assert CALL in server.dump()["sessions"][0]["calls"] or CALL in server.dump()["sessions"][1]["calls"]
+        assert sum(CALL in s["calls"] for s in server.dump()["sessions"]) == 1
         # b is no longer in the call: relaying from it is refused
         await b.send_peer_message("chat", "anyone?")
         assert (await b.sock.wait_for("error", timeout=5))["definition"] == "no_peer_associated_before"
@@ -169,7 +170,6 @@ async def test_leave_keeps_the_other_joined_for_a_new_partner_and_disconnect_is_
         await c.sock.close()
         await a.wait_stops(2)
         await eventually(lambda: len(calls(server)[CALL].peers) == 1, what="c gone from the call")
-        assert c.history[-1]["command"] != "notification" or c.history[-1]["definition"] != "leaved"
 
         # b comes back on the same socket and is the partner again
         await b.join()

@@ -66,7 +66,7 @@ def page_handler(applications: dict) -> object:
 
 def add_page_routes(router: web.UrlDispatcher, applications: dict) -> None:
     handler = page_handler(applications)
-    router.add_get("/{app}", lambda request: _redirect(request))
+    router.add_get("/{app}", _redirect)
     router.add_get("/{app}/", handler)
     router.add_get(r"/{app}/{path:(?!rest/|websocket$).+}", handler)
 

@@ -212,10 +212,15 @@ class Application:
         """Join a 1-1 call. With token control on, a publish or play token for the call id is needed."""
         check_stream_id(call_id)
         s = self.app_settings
-        if s.publishTokenControlEnabled or s.playTokenControlEnabled or s.publishJwtControlEnabled or s.playJwtControlEnabled:
+        controlled = {
+            "publish": s.publishTokenControlEnabled or s.publishJwtControlEnabled,
+            "play": s.playTokenControlEnabled or s.playJwtControlEnabled,
+        }
+        if any(controlled.values()):
             grant = None
             errors = []
-            for type_ in ("publish", "play"):
+            # Only a controlled type can admit: an uncontrolled one would let anyone in.
+            for type_ in [t for t, on in controlled.items() if on]:
                 try:
                     grant = await self.authorize(type_, token, call_id, "")
                     break
