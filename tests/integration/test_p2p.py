@@ -108,6 +108,11 @@ async def test_two_peers_call_each_other_through_relayed_signaling(server: Serve
         sent_back = await b.send_peer_message("typing", "yes")
         await a.wait_peer_messages(1)
         assert a.peer_messages == [sent_back]
+        # a trickled candidate is relayed unchanged too (aiortc puts them all in the SDP anyway)
+        line = next(x for x in a.offer_sdp.splitlines() if x.startswith("a=candidate:"))
+        candidate = {"command": "takeCandidate", "streamId": CALL, "label": 0, "id": "0", "candidate": line[2:]}
+        await a.sock.send(candidate)
+        await eventually(lambda: b.history[-1] == candidate, what="relayed candidate")
         assert a.errors == [] and b.errors == []
 
         # a third client on the 1-1 call is refused clearly, and the call is undisturbed
@@ -119,6 +124,7 @@ async def test_two_peers_call_each_other_through_relayed_signaling(server: Serve
         assert "two peers" in error["information"]
         assert (await third.sock.wait_for("error", timeout=1)) == error
         assert len(calls(server)[CALL].peers) == 2
+        assert [len(x["calls"]) for x in server.dump()["sessions"]] in ([1, 1, 0], [1, 0, 1], [0, 1, 1])
         await asyncio.sleep(0.3)
         assert a.stops == 0 and b.stops == 0 and a.starts == 1
         # ... and cannot relay into it

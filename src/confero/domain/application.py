@@ -241,8 +241,9 @@ class Application:
         if stream is None and room is None:
             raise NotFound(f"stream {stream_id} is not streaming", definition="no_stream_exist")
         limit = self.app_settings.dataChannelMessageLimit
-        if len(data) > limit:
-            raise BadRequest(f"the message has {len(data)} bytes; the limit is {limit}")
+        size = len(data.encode() if isinstance(data, str) else data)  # bytes, as on the channel
+        if size > limit:
+            raise BadRequest(f"the message has {size} bytes; the limit is {limit}")
         if stream is not None:
             return stream.deliver_data(data)
         assert room is not None
