@@ -241,11 +241,16 @@ async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def ping(server: Server, app: str = APP) -> None:
-    """The WebSocket answers whatever the REST guard says."""
+async def assert_public(server: Server, http: aiohttp.ClientSession, app: str = APP) -> None:
+    """The WebSocket and the pages answer whatever the REST guard says."""
     async with AmsSocket(server.port, app) as sock:
         await sock.send({"command": "ping"})
         assert (await sock.wait_for("pong", timeout=5))["command"] == "pong"
+    for page in (f"/{app}/", f"/{app}/js/webrtc_adaptor.js"):
+        async with http.get(page) as resp:
+            assert resp.status == 200, (page, resp.status)
+            assert resp.content_type != "application/json"
+            await resp.read()
 
 
 # -- publish tokens -------------------------------------------------------------------------------
@@ -677,7 +682,7 @@ async def test_rest_guard_allowed_networks(server: Server, http: aiohttp.ClientS
     assert status == 403 and body == {"success": False, "message": "Not allowed IP", "dataId": "", "errorId": 0}
     await assert_all_refused(http, 403, "Not allowed IP")
     # the WebSocket stays public; other applications keep their own rules
-    await ping(server)
+    await assert_public(server, http)
     status, _ = await call(http, "GET", rest("/list/0/10", "LiveApp"))
     assert status == 200
 
@@ -736,7 +741,7 @@ async def test_rest_guard_app_jwt(server: Server, http: aiohttp.ClientSession) -
         status, _ = await call(http, "GET", settings_path(), headers={"Authorization": header})
         assert status == 200
     # the WebSocket stays public; LiveApp has no JWT control
-    await ping(server)
+    await assert_public(server, http)
     status, _ = await call(http, "GET", rest("/list/0/10", "LiveApp"))
     assert status == 200
 
