@@ -524,6 +524,21 @@ async def test_jwt_stream_tokens(
     assert await listed(http, "j1") == [stored]
 
 
+async def test_either_kind_of_token_when_both_controls_are_on(
+    server: Server, http: aiohttp.ClientSession, clients: Clients
+) -> None:
+    app_settings(server).update(
+        {"jwtStreamSecretKey": SECRET, "publishJwtControlEnabled": True, "publishTokenControlEnabled": True}
+    )
+    await clients.refused_publish("s1")
+    await clients.refused_publish("s1", jwt.issue_stream_token(OTHER_SECRET, "s1", "publish", in_future()))
+    stored = await issue(http, "s1", "publish")
+    await clients.publish("s1", stored)
+    await clients.publish("s2", await issue(http, "s2", "publish", kind="jwt-token"))
+    assert len(server.router.dump()["publishers"]) == 2
+    await clients.refused_publish("s3", stored)  # used up, and for another stream anyway
+
+
 # -- token REST endpoints -------------------------------------------------------------------------
 
 
@@ -706,6 +721,7 @@ async def test_rest_guard_from_another_address(server: Server, http: aiohttp.Cli
     connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}", connector=connector) as other:
         await assert_all_refused(other, 403, "Not allowed IP")
+        await assert_public(server, other)
         app_settings(server).remoteAllowedCIDR = "127.0.0.2/32"
         status, _ = await call(other, "GET", rest("/list/0/10"))
         assert status == 200

@@ -913,3 +913,30 @@ async def test_no_consent_checks_start_on_a_closing_connection() -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def test_direct_srtp_functions_match_pylibsrtp() -> None:
+    """srtp_function reaches into pylibsrtp's session buffers; it must agree with the library."""
+    import struct
+
+    import pylibsrtp
+
+    key = bytes(range(30))
+
+    def session(kind: int) -> pylibsrtp.Session:
+        policy = pylibsrtp.Policy(key=key, ssrc_type=kind, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+        return pylibsrtp.Session(policy=policy)
+
+    library_tx, direct_tx = session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND), session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    rx = session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    protect = aiortc_hooks.srtp_function(direct_tx, "protect")
+    unprotect = aiortc_hooks.srtp_function(rx, "unprotect")
+    for seq in range(5):
+        packet = struct.pack("!BBHII", 0x80, 96, seq, seq * 3000, 0x1234) + bytes([seq]) * 900
+        protected = protect(packet)
+        assert protected == library_tx.protect(packet)
+        assert unprotect(protected) == packet
+    with pytest.raises(pylibsrtp.Error):
+        unprotect(protected)  # replayed
+    with pytest.raises(pylibsrtp.Error):
+        protect(bytes(1500))  # too long for the buffer with its trailer

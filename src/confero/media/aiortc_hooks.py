@@ -181,6 +181,45 @@ def reset_ice_policy(token: contextvars.Token[IcePolicy | None]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# SRTP without pylibsrtp's per-call overhead
+# --------------------------------------------------------------------------------------------
+
+
+def srtp_function(session: pylibsrtp.Session, name: str) -> Callable[[bytes], bytes]:
+    """`session.protect` (or unprotect...) calling libsrtp directly with reused buffers.
+
+    pylibsrtp allocates a length cell and type-checks on every call; reusing the session's own
+    buffer and one length cell saves about a third of the cost per packet (bench/micro.py).
+    Raises pylibsrtp.Error like the original. Not thread-safe, like the session itself.
+    """
+    from pylibsrtp._binding import ffi, lib
+
+    function = getattr(lib, f"srtp_{name}")
+    srtp = session._srtp[0]
+    cdata = session._cdata
+    buffer = session._buffer
+    trailer = {"protect": 16 + 128, "protect_rtcp": 4 + 16 + 128}.get(name, 0)
+    size = len(buffer) - trailer
+    length = ffi.new("int *")
+    error = pylibsrtp.Error
+    errors: list[str] = list(getattr(pylibsrtp, "ERRORS", []))
+
+    def process(data: bytes) -> bytes:
+        n = len(data)
+        if n > size:
+            raise error("packet is too long")
+        buffer[0:n] = data
+        length[0] = n
+        rc = function(srtp, cdata, length)
+        if rc:
+            raise error(errors[rc] if rc < len(errors) else f"srtp error {rc}")
+        return buffer[0 : length[0]]
+
+    process.session = session  # type: ignore[attr-defined]  # keeps the buffers alive
+    return process
+
+
+# --------------------------------------------------------------------------------------------
 # Transports of a peer connection
 # --------------------------------------------------------------------------------------------
 
@@ -269,8 +308,8 @@ class TransportTap:
         if pair is None or tx is None:
             logger.warning("DTLS connected without a nominated pair or SRTP session")
             return
-        self._protect = tx.protect
-        self._protect_rtcp = tx.protect_rtcp
+        self._protect = srtp_function(tx, "protect")
+        self._protect_rtcp = srtp_function(tx, "protect_rtcp")
         self._sendto = pair.protocol.transport.sendto
         self._addr = pair.remote_addr
         self.ready = True
@@ -283,7 +322,7 @@ class TransportTap:
         """Take SRTP straight from the nominated socket; everything else goes to aioice."""
         protocol = pair.protocol
         original = protocol.datagram_received
-        unprotect = self.dtls._rx_srtp.unprotect
+        unprotect = srtp_function(self.dtls._rx_srtp, "unprotect")
         on_rtp = self._on_rtp
         assert on_rtp is not None
         srtp_error = pylibsrtp.Error

@@ -1,0 +1,301 @@
+"""The sample pages in Chromium: conference (multitrack and legacy), publish/play, 1-1 call.
+
+Each test drives the pages as a person would (fields, buttons) and reads the page's state from
+its test hook `window.conferoPage.state()`. Video is checked by decoded frames that keep advancing.
+
+CONFERO_TEST_SDK_DIR=/path/to/ant-media/src/main/js serves the SDK modules from that folder instead
+of Confero's own (our pages are written for Ant Media's API, so they must also work with theirs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from confero.server import Server
+from tests.browser.conftest import artifact, decoded_frames
+
+APP = "WebRTCAppEE"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+WEB_JS = Path(__file__).resolve().parents[2] / "src" / "confero" / "web" / "js"
+REMOTE_TILES = ".tile:not(.local) video"
+TIMEOUT_MS = 30_000
+
+
+def js(value: object) -> str:
+    """A Python value as a JavaScript literal."""
+    return json.dumps(value)
+
+
+async def use_sdk_override(context: Any) -> None:
+    """Serve the SDK's modules from CONFERO_TEST_SDK_DIR (our own page scripts stay ours)."""
+    folder = os.environ.get("CONFERO_TEST_SDK_DIR")
+    if not folder:
+        return
+    root = Path(folder).resolve()
+
+    async def handle(route: Any) -> None:
+        relative = route.request.url.split("/js/", 1)[1].split("?", 1)[0]
+        path = (root / relative).resolve()
+        ours = (WEB_JS / relative).exists() and relative != "webrtc_adaptor.js"
+        if root in path.parents and path.is_file() and not ours:
+            await route.fulfill(path=str(path), content_type="text/javascript")
+        else:
+            await route.continue_()
+
+    await context.route("**/js/**", handle)
+
+
+class Tab:
+    """One browser tab on a sample page, with its uncaught exceptions collected."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.exceptions: list[str] = []
+        page.on("pageerror", lambda error: self.exceptions.append(str(error)))
+
+    async def state(self) -> dict[str, Any]:
+        return await self.page.evaluate("window.conferoPage.state()")
+
+    async def wait(self, predicate: str, timeout: float = TIMEOUT_MS) -> None:
+        """Waits until `predicate` (JS, with `s` = the page state) holds; fails with the state."""
+        try:
+            await self.page.wait_for_function(
+                f"(() => {{ const s = window.conferoPage && window.conferoPage.state(); return !!s && ({predicate}); }})()",
+                timeout=timeout,
+            )
+        except Exception as error:  # noqa: BLE001 - re-raised with the page state for the report
+            raise AssertionError(f"{self.page.url}: {predicate!r} never held; state: {await self.state()}") from error
+
+    async def assert_clean(self) -> None:
+        state = await self.state()
+        assert state["errors"] == [], (self.page.url, state["errors"])
+        assert self.exceptions == [], (self.page.url, self.exceptions)
+
+
+async def open_tab(context: Any, server: Server, path: str) -> Tab:
+    page = await context.new_page()
+    tab = Tab(page)
+    await page.goto(f"http://127.0.0.1:{server.port}/{APP}/{path}")
+    await page.wait_for_function("window.conferoPage !== undefined", timeout=TIMEOUT_MS)
+    return tab
+
+
+async def frames_advance(tab: Tab, selector: str, count: int, seconds: float = 1.5) -> None:
+    """Every one of the `count` videos matching `selector` decodes new frames within `seconds`."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        before = await decoded_frames(tab.page, selector)
+        await asyncio.sleep(seconds)
+        after = await decoded_frames(tab.page, selector)
+        if len(before) == len(after) == count and all(b > a for a, b in zip(before, after)):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{tab.page.url}: frames of {selector} did not advance: {before} -> {after}")
+
+
+async def join_conference(tab: Tab, name: str) -> None:
+    await tab.wait("s.initialized")
+    await tab.page.fill("#participantName", name)
+    await tab.page.click("#joinButton")
+    await tab.wait("s.joined && s.publishing")
+
+
+async def close_all(*tabs: Tab) -> None:
+    for tab in tabs:
+        if not tab.page.is_closed():
+            await tab.page.close()
+
+
+@pytest.fixture
+async def context_with_sdk(context: Any) -> Any:
+    await use_sdk_override(context)
+    return context
+
+
+async def test_index_links_to_every_sample(server: Server, context_with_sdk: Any) -> None:
+    page = await context_with_sdk.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"http://127.0.0.1:{server.port}/{APP}/")
+    links = await page.eval_on_selector_all(".cards a", "links => links.map(a => a.getAttribute('href'))")
+    assert links == ["conference.html", "publish.html", "play.html", "peer.html"]
+    assert await page.text_content("#wsUrl") == f"ws://127.0.0.1:{server.port}/{APP}/websocket"
+    for href in links:
+        response = await page.request.get(f"http://127.0.0.1:{server.port}/{APP}/{href}")
+        assert response.ok, href
+    css = await page.request.get(f"http://127.0.0.1:{server.port}/{APP}/css/confero.css")
+    assert css.ok
+    assert errors == []
+    await page.close()
+
+
+async def test_three_participant_conference(server: Server, context_with_sdk: Any) -> None:
+    names = ["Alice", "Bob", "Carol"]
+    tabs = [await open_tab(context_with_sdk, server, "conference.html?roomId=room1") for _ in names]
+    try:
+        alice, bob, carol = tabs
+        for tab, name in zip(tabs, names):
+            await join_conference(tab, name)
+        ids = {name: (await tab.state())["streamId"] for tab, name in zip(tabs, names)}
+        for tab, name in zip(tabs, names):
+            others = sorted(ids[n] for n in names if n != name)
+            await tab.wait(f"s.remoteIds.length === 2 && {js(others)}.every(id => s.remoteIds.includes(id))")
+        for tab in tabs:
+            await frames_advance(tab, REMOTE_TILES, 2)
+        # Each tile carries the participant's name (from roomInformation's streamList).
+        for tab, name in zip(tabs, names):
+            labels = sorted(await tab.page.eval_on_selector_all(".tile:not(.local) .name", "e => e.map(x => x.textContent)"))
+            assert labels == sorted(n for n in names if n != name)
+            assert await tab.page.get_attribute("#localVideo", "muted") is not None
+        await alice.page.screenshot(path=str(artifact("conference-3.png")))
+        DOCS.mkdir(exist_ok=True)
+        await alice.page.screenshot(path=str(DOCS / "conference.png"))
+
+        # Chat: Alice's message reaches Bob and Carol with her name, and Alice sees it once.
+        await alice.wait("s.dataChannelOpen")
+        await alice.page.fill("#chatText", "hello from Alice")
+        await alice.page.click("#chatSend")
+        for tab in (bob, carol):
+            await tab.wait("s.chat.some(m => m.name === 'Alice' && m.text === 'hello from Alice' && !m.own)")
+            await tab.page.wait_for_selector("#chatLog li:has-text('hello from Alice')")
+        await asyncio.sleep(1)
+        alice_chat = [m for m in (await alice.state())["chat"] if m["text"] == "hello from Alice"]
+        assert alice_chat == [{"from": ids["Alice"], "name": "Alice", "text": "hello from Alice", "own": True, "event": False}]
+        # Plain-text messages (other apps) are shown too.
+        await bob.page.evaluate(f"window.conferoPage.adaptor().sendData({js(ids['Bob'])}, 'plain hello')")
+        await carol.wait("s.chat.some(m => m.text === 'plain hello')")
+
+        # Camera and microphone toggles: no errors, the others see the badges, video keeps flowing.
+        await bob.page.click("#cameraButton")
+        await bob.wait("!s.cameraOn")
+        await bob.page.click("#micButton")
+        await bob.wait("!s.micOn")
+        await alice.page.wait_for_selector(f".tile[data-stream-id='{ids['Bob']}'] .badges:has-text('camera off')")
+        await frames_advance(alice, f".tile[data-stream-id='{ids['Bob']}'] video", 1)
+        await bob.page.screenshot(path=str(artifact("conference-camera-off.png")))
+        await bob.page.click("#cameraButton")
+        await bob.wait("s.cameraOn")
+        await bob.page.click("#micButton")
+        await bob.wait("s.micOn")
+        await frames_advance(alice, f".tile[data-stream-id='{ids['Bob']}'] video", 1)
+
+        # Carol leaves: her tile goes away on the others, and her page shows no remote tiles.
+        await carol.page.click("#leaveButton")
+        await carol.wait("!s.joined && s.remoteIds.length === 0")
+        for tab in (alice, bob):
+            await tab.wait(f"!s.remoteIds.includes({js(ids['Carol'])}) && s.remoteIds.length === 1")
+        await frames_advance(alice, REMOTE_TILES, 1)
+        await alice.page.screenshot(path=str(artifact("conference-after-leave.png")))
+        for tab in tabs:
+            await tab.assert_clean()
+    finally:
+        await close_all(*tabs)
+
+
+async def test_legacy_conference(server: Server, context_with_sdk: Any) -> None:
+    tabs = [await open_tab(context_with_sdk, server, "conference.html?mode=legacy&roomId=legacy1") for _ in range(2)]
+    try:
+        first, second = tabs
+        await join_conference(first, "First")
+        await join_conference(second, "Second")
+        first_id = (await first.state())["streamId"]
+        second_id = (await second.state())["streamId"]
+        await first.wait(f"s.remoteIds.length === 1 && s.remoteIds[0] === {js(second_id)}")
+        await second.wait(f"s.remoteIds.length === 1 && s.remoteIds[0] === {js(first_id)}")
+        for tab in tabs:
+            await frames_advance(tab, REMOTE_TILES, 1)
+        await first.wait("s.dataChannelOpen")
+        await first.page.fill("#chatText", "legacy hi")
+        await first.page.click("#chatSend")
+        await second.wait("s.chat.some(m => m.name === 'First' && m.text === 'legacy hi')")
+        await first.page.screenshot(path=str(artifact("conference-legacy.png")))
+        await second.page.click("#leaveButton")
+        await first.wait("s.remoteIds.length === 0")
+        for tab in tabs:
+            await tab.assert_clean()
+    finally:
+        await close_all(*tabs)
+
+
+async def test_conference_with_a_chosen_stream_id(server: Server, context_with_sdk: Any) -> None:
+    tab = await open_tab(context_with_sdk, server, "conference.html?roomId=chosen&streamId=me1")
+    try:
+        assert await tab.page.input_value("#roomId") == "chosen"
+        await join_conference(tab, "Me")
+        state = await tab.state()
+        assert (state["streamId"], state["room"], state["remoteIds"]) == ("me1", "chosen", [])
+        await tab.page.click("#leaveButton")
+        await tab.wait("!s.joined")
+        await tab.assert_clean()
+    finally:
+        await close_all(tab)
+
+
+async def test_publish_and_play_with_two_viewers(server: Server, context_with_sdk: Any) -> None:
+    publisher = await open_tab(context_with_sdk, server, "publish.html?id=pagestream")
+    viewers: list[Tab] = []
+    try:
+        await publisher.wait("s.initialized")
+        assert await publisher.page.input_value("#streamId") == "pagestream"
+        await publisher.page.click("#startButton")
+        await publisher.wait("s.publishing")
+        await frames_advance(publisher, "#localVideo", 1)
+        for _ in range(2):
+            viewers.append(await open_tab(context_with_sdk, server, "play.html?autoplay=1&id=pagestream"))
+        for viewer in viewers:
+            await viewer.wait("s.playing")
+            await frames_advance(viewer, "#remoteVideo", 1)
+        await publisher.page.screenshot(path=str(artifact("publish.png")))
+        await viewers[0].page.screenshot(path=str(artifact("play.png")))
+        for tab in (publisher, *viewers):
+            await tab.assert_clean()
+        # The publisher stops: the viewers say so and wait for the stream to come back.
+        await publisher.page.click("#stopButton")
+        await publisher.wait("!s.publishing")
+        for viewer in viewers:
+            await viewer.wait("!s.playing && s.wanted")
+        await viewers[1].page.click("#stopButton")
+        await viewers[1].wait("!s.wanted")
+    finally:
+        await close_all(publisher, *viewers)
+
+
+async def test_play_shows_a_missing_stream(server: Server, context_with_sdk: Any) -> None:
+    viewer = await open_tab(context_with_sdk, server, "play.html?autoplay=1&id=nobodyhere")
+    try:
+        await viewer.wait("s.errors.length === 1 && s.errors[0].name === 'no_stream_exist'")
+        assert await viewer.page.is_visible("#errors li")
+        assert "not being published" in (await viewer.page.text_content("#errors li") or "")
+        await viewer.page.screenshot(path=str(artifact("play-missing.png")))
+        await viewer.page.click("#stopButton")
+        await viewer.wait("!s.wanted")
+    finally:
+        await close_all(viewer)
+
+
+async def test_one_to_one_call(server: Server, context_with_sdk: Any) -> None:
+    tabs = [await open_tab(context_with_sdk, server, "peer.html?id=call7") for _ in range(2)]
+    try:
+        for tab in tabs:
+            await tab.wait("s.initialized")
+            await tab.page.click("#joinButton")
+            await tab.wait("s.joined")
+        for tab in tabs:
+            await tab.wait("s.connected")
+            await frames_advance(tab, "#remoteVideo", 1)
+        await tabs[0].page.screenshot(path=str(artifact("peer.png")))
+        for tab in tabs:
+            await tab.assert_clean()
+        await tabs[1].page.click("#leaveButton")
+        await tabs[1].wait("!s.joined")
+        await tabs[0].wait("!s.connected && s.joined")
+        await tabs[0].page.click("#leaveButton")
+        await tabs[0].wait("!s.joined")
+    finally:
+        await close_all(*tabs)
