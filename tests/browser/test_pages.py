@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +155,6 @@ async def test_three_participant_conference(server: Server, context_with_sdk: An
             assert labels == sorted(n for n in names if n != name)
             assert await tab.page.get_attribute("#localVideo", "muted") is not None
         await alice.page.screenshot(path=str(artifact("conference-3.png")))
-        DOCS.mkdir(exist_ok=True)
-        await alice.page.screenshot(path=str(DOCS / "conference.png"))
 
         # Chat: Alice's message reaches Bob and Carol with her name, and Alice sees it once.
         await alice.wait("s.dataChannelOpen")
@@ -167,6 +166,14 @@ async def test_three_participant_conference(server: Server, context_with_sdk: An
         await asyncio.sleep(1)
         alice_chat = [m for m in (await alice.state())["chat"] if m["text"] == "hello from Alice"]
         assert alice_chat == [{"from": ids["Alice"], "name": "Alice", "text": "hello from Alice", "own": True, "event": False}]
+        await bob.wait("s.dataChannelOpen")
+        await bob.page.fill("#chatText", "hi Alice, Bob here")
+        await bob.page.press("#chatText", "Enter")
+        for tab in (alice, carol):
+            await tab.wait("s.chat.some(m => m.name === 'Bob' && m.text === 'hi Alice, Bob here' && !m.own)")
+        # The picture for the README: three participants and a short chat.
+        DOCS.mkdir(exist_ok=True)
+        await alice.page.screenshot(path=str(DOCS / "conference.png"))
         # Plain-text messages (other apps) are shown too.
         await bob.page.evaluate(f"window.conferoPage.adaptor().sendData({js(ids['Bob'])}, 'plain hello')")
         await carol.wait("s.chat.some(m => m.text === 'plain hello')")
@@ -297,5 +304,32 @@ async def test_one_to_one_call(server: Server, context_with_sdk: Any) -> None:
         await tabs[0].wait("!s.connected && s.joined")
         await tabs[0].page.click("#leaveButton")
         await tabs[0].wait("!s.joined")
+    finally:
+        await close_all(*tabs)
+
+
+async def test_publish_page_with_a_token(server: Server, context_with_sdk: Any) -> None:
+    server.settings.app(APP).publishTokenControlEnabled = True
+    refused = await open_tab(context_with_sdk, server, "publish.html?id=guarded")
+    tabs = [refused]
+    try:
+        await refused.wait("s.initialized")
+        await refused.page.click("#startButton")
+        await refused.wait("s.errors.some(e => e.name === 'unauthorized_access') && !s.publishing && !s.starting")
+        assert "token" in (await refused.page.text_content("#errors li") or "")
+        await refused.page.close()
+
+        expire = int(time.time()) + 600
+        response = await context_with_sdk.request.get(
+            f"http://127.0.0.1:{server.port}/{APP}/rest/v2/broadcasts/guarded/token?expireDate={expire}&type=publish"
+        )
+        assert response.ok, await response.text()
+        token = (await response.json())["tokenId"]
+        allowed = await open_tab(context_with_sdk, server, f"publish.html?id=guarded&token={token}")
+        tabs.append(allowed)
+        await allowed.wait("s.initialized")
+        await allowed.page.click("#startButton")
+        await allowed.wait("s.publishing")
+        await allowed.assert_clean()
     finally:
         await close_all(*tabs)

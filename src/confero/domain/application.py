@@ -92,12 +92,19 @@ class Application:
             record.status = "finished"
         if record is None and self.app_settings.acceptOnlyStreamsInDataStore:
             raise BadRequest("stream is not registered", definition="not_allowed_unregistered_streams")
-        await self.consume(grant)
+        # Check again with no await in between: another publish may have taken the id meanwhile.
+        if stream_id in self.streams:
+            raise Conflict(f"stream {stream_id} is already publishing", definition="streamIdInUse")
         stream = Stream(
             self, stream_id, room=room, zombi=record is None or record.zombi, name=name, metadata=metadata
         )
         stream.publication = Publication(stream, listener)
         self.streams[stream_id] = stream
+        try:
+            await self.consume(grant)
+        except Unauthorized:
+            del self.streams[stream_id]
+            raise
         if record is None:
             record = StreamRecord(stream_id=stream_id, name=name or stream_id, zombi=True, date=now_ms())
         record.status = "preparing"

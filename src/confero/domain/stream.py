@@ -90,8 +90,69 @@ class _Session:
             self._close_task = asyncio.get_running_loop().create_task(self.close(reason))
             self.app.track_task(self._close_task)
 
+    def _peer_closed(self, peer: Peer, reason: str) -> None:
+        """The media peer ended on its own (ICE failure, DTLS close, consent expiry)."""
+        if not self.closed:
+            self.close_soon(reason)
+
     async def close(self, reason: str = "stop") -> None:
+        """Idempotent: release what this client started, then tell it."""
+        if self.closed:
+            return
+        self.closed = True
+        self._disarm()
+        await self._release(reason)
+
+    async def _release(self, reason: str) -> None:
         raise NotImplementedError
+
+
+class _Player(_Session):
+    """What Playback and RoomPlayback share: a Subscriber, play_started and play_finished."""
+
+    kind = "play"
+
+    def __init__(self, stream_id: str, listener: Listener, app: Application) -> None:
+        super().__init__(stream_id, listener, app)
+        self.subscriber: Subscriber | None = None
+        self.started = False
+
+    def _create_subscriber(self, name: str) -> Subscriber:
+        self.subscriber = self.app.router.create_subscriber(
+            name, on_closed=self._peer_closed, on_connected=self._peer_connected, on_data=self._data
+        )
+        self.peer = self.subscriber
+        self._arm_deadline()
+        return self.subscriber
+
+    def _data_channel(self) -> str | None:
+        return self.stream_id if self.app.app_settings.dataChannelEnabled else None
+
+    def _offer_event(self, sdp: str) -> events.Offer:
+        assert self.subscriber is not None
+        mapping = {mid: track_id(kind, label) for mid, kind, label in self.subscriber.mapping()}
+        return events.Offer(self.stream_id, sdp, mapping)
+
+    async def accept_answer(self, sdp: str) -> None:
+        if self.subscriber is None:
+            raise MediaError("notSetRemoteDescription", "no offer was made for this play")
+        await self.subscriber.accept_answer(sdp)
+
+    def _peer_connected(self, peer: Peer) -> None:
+        self._disarm()
+        if self.closed or self.started:
+            return
+        self.started = True
+        self.listener.deliver(events.PlayStarted(self.stream_id))
+
+    def _detach(self) -> None:
+        """Leave the owner's set of players (subclasses)."""
+
+    async def _release(self, reason: str) -> None:
+        self._detach()
+        if self.subscriber is not None:
+            await self.subscriber.close(reason)
+        self.listener.deliver(events.PlayFinished(self.stream_id))
 
 
 class Publication(_Session):
@@ -129,80 +190,39 @@ class Publication(_Session):
         self.stream.on_started()
         self.listener.deliver(events.PublishStarted(self.stream_id, self.stream.room))
 
-    def _peer_closed(self, peer: Peer, reason: str) -> None:
-        if not self.closed:
-            self.close_soon(reason)
-
-    async def close(self, reason: str = "stop") -> None:
-        """Idempotent: ends the stream (its players first), then the publisher peer."""
-        if self.closed:
-            return
-        self.closed = True
-        self._disarm()
+    async def _release(self, reason: str) -> None:
+        # The stream ends (its players first), then the publisher peer.
         await self.stream.close(reason)
         if self.publisher is not None:
             await self.publisher.close(reason)
         self.listener.deliver(events.PublishFinished(self.stream_id))
 
 
-class Playback(_Session):
+class Playback(_Player):
     """One client playing one stream."""
-
-    kind = "play"
 
     def __init__(self, stream: Stream, listener: Listener) -> None:
         super().__init__(stream.stream_id, listener, stream.app)
         self.stream = stream
-        self.subscriber: Subscriber | None = None
-        self.started = False
 
     async def offer(self) -> None:
         publisher = self.stream.publication.publisher if self.stream.publication else None
         if publisher is None or not publisher.uptracks:
             raise MediaError("no_stream_exist", "the stream has no media yet")
-        self.subscriber = self.app.router.create_subscriber(
-            f"{self.stream_id}/play", on_closed=self._peer_closed, on_connected=self._peer_connected, on_data=self._data
-        )
-        self.peer = self.subscriber
-        self._arm_deadline()
-        channel = self.stream_id if self.app.app_settings.dataChannelEnabled else None
-        sdp = await self.subscriber.offer([(u, self.stream_id) for u in publisher.uptracks], data_channel=channel)
-        mapping = {mid: track_id(kind, label) for mid, kind, label in self.subscriber.mapping()}
-        self.listener.deliver(events.Offer(self.stream_id, sdp, mapping))
+        subscriber = self._create_subscriber(f"{self.stream_id}/play")
+        sdp = await subscriber.offer([(u, self.stream_id) for u in publisher.uptracks], data_channel=self._data_channel())
+        self.listener.deliver(self._offer_event(sdp))
         self._send_candidates()
-
-    async def accept_answer(self, sdp: str) -> None:
-        if self.subscriber is None:
-            raise MediaError("notSetRemoteDescription", "no offer was made for this play")
-        await self.subscriber.accept_answer(sdp)
 
     def relay(self, data: str | bytes) -> None:
         # A player's message goes to the publisher and the other players (distribution "all").
         self.stream.deliver_data(data, exclude=self, rooms=False)
 
-    def _peer_connected(self, peer: Peer) -> None:
-        self._disarm()
-        if self.closed or self.started:
-            return
-        self.started = True
-        self.listener.deliver(events.PlayStarted(self.stream_id))
-
-    def _peer_closed(self, peer: Peer, reason: str) -> None:
-        if not self.closed:
-            self.close_soon(reason)
-
-    async def close(self, reason: str = "stop") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._disarm()
+    def _detach(self) -> None:
         self.stream.playbacks.discard(self)
-        if self.subscriber is not None:
-            await self.subscriber.close(reason)
-        self.listener.deliver(events.PlayFinished(self.stream_id))
 
 
-class RoomPlayback(_Session):
+class RoomPlayback(_Player):
     """One client playing a whole room on one peer connection (the multitrack flow).
 
     Its Subscriber carries every live member stream except the excluded ones (the client's
@@ -210,14 +230,10 @@ class RoomPlayback(_Session):
     inactive ones for those who left, and a fresh `idMapping` each time.
     """
 
-    kind = "play"
-
     def __init__(self, room: Room, listener: Listener, excluded: set[str]) -> None:
         super().__init__(room.room_id, listener, room.app)
         self.room = room
         self.excluded = excluded
-        self.subscriber: Subscriber | None = None
-        self.started = False
         self.offers = 0
         self._lock = asyncio.Lock()
         self._dirty = False
@@ -234,14 +250,7 @@ class RoomPlayback(_Session):
         return list(self.wanted())
 
     async def offer(self) -> None:
-        self.subscriber = self.app.router.create_subscriber(
-            f"{self.stream_id}/room-play",
-            on_closed=self._peer_closed,
-            on_connected=self._peer_connected,
-            on_data=self._data,
-        )
-        self.peer = self.subscriber
-        self._arm_deadline()
+        self._create_subscriber(f"{self.stream_id}/room-play")
         await self._negotiate()
 
     async def refresh(self) -> None:
@@ -267,18 +276,14 @@ class RoomPlayback(_Session):
             for stream_id in added:
                 publisher = wanted[stream_id].publication.publisher  # type: ignore[union-attr]
                 sources += [(u, stream_id) for u in publisher.uptracks]  # type: ignore[union-attr]
-            channel = self.stream_id if self.app.app_settings.dataChannelEnabled else None
-            sdp = await subscriber.offer(sources, data_channel=channel)
+            sdp = await subscriber.offer(sources, data_channel=self._data_channel())
             self.offers += 1
-            mapping = {mid: track_id(kind, label) for mid, kind, label in subscriber.mapping()}
-            self.listener.deliver(events.Offer(self.stream_id, sdp, mapping))
+            self.listener.deliver(self._offer_event(sdp))
             if self.offers == 1:
                 self._send_candidates()
 
     async def accept_answer(self, sdp: str) -> None:
-        if self.subscriber is None:
-            raise MediaError("notSetRemoteDescription", "no offer was made for this play")
-        await self.subscriber.accept_answer(sdp)
+        await super().accept_answer(sdp)
         if self._dirty:
             self._dirty = False
             await self._negotiate()
@@ -290,26 +295,11 @@ class RoomPlayback(_Session):
         # Sent on the room connection: the other members' room connections hear it.
         self.room.deliver_data(data, exclude_listener=self.listener)
 
-    def _peer_connected(self, peer: Peer) -> None:
-        self._disarm()
-        if self.closed or self.started:
-            return
-        self.started = True
-        self.listener.deliver(events.PlayStarted(self.stream_id))
-
-    def _peer_closed(self, peer: Peer, reason: str) -> None:
-        if not self.closed:
-            self.close_soon(reason)
-
-    async def close(self, reason: str = "stop") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._disarm()
+    def _detach(self) -> None:
         self.room.playbacks.discard(self)
-        if self.subscriber is not None:
-            await self.subscriber.close(reason)
-        self.listener.deliver(events.PlayFinished(self.stream_id))
+
+    async def _release(self, reason: str) -> None:
+        await super()._release(reason)
         await self.app.room_maybe_idle(self.room)
 
 
