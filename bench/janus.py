@@ -4,8 +4,10 @@ A private configuration folder is generated for each run (nothing under /etc/jan
 changed); only the VideoRoom plugin and the plain-HTTP transport are loaded:
 
 * HTTP API on 127.0.0.1:<port> only (no HTTPS, no admin API, no WebSockets);
-* ICE gathers on the loopback interface only (`ice_enforce_list = "lo"`), no STUN/TURN, mDNS
-  candidates ignored; media ports from a fixed range;
+* ICE gathers on 127.0.0.1 only: `ice_enforce_list = "lo"`, plus bench/janus_loopback.c
+  (LD_PRELOAD, built here with `cc`) because Janus skips interfaces flagged IFF_LOOPBACK when
+  it lists local addresses -- without it libnice falls back to the machine's other interfaces.
+  No STUN/TURN, mDNS candidates ignored, media ports from a fixed range;
 * everything else is Janus's default (a thread per handle, `session_timeout` 60 s, NACK queue).
 
     server = JanusServer(workdir, port=free_port(), rtp_ports=(20000, 20999))
@@ -13,7 +15,8 @@ changed); only the VideoRoom plugin and the plain-HTTP transport are loaded:
     ...
     server.stop()           # SIGTERM to this PID, SIGKILL after a timeout
 
-Install: `apt-get install -y janus` (Debian 12: Janus 1.1.2).
+Install: `apt-get install -y janus gcc libc6-dev` (Debian 12: Janus 1.1.2; the C compiler builds
+the loopback shim).
 """
 
 from __future__ import annotations
@@ -41,6 +44,21 @@ def janus_libdir() -> Path | None:
         if (Path(d) / "plugins" / "libjanus_videoroom.so").exists():
             return Path(d)
     return None
+
+
+def build_loopback_shim(workdir: Path) -> Path:
+    """Compile bench/janus_loopback.c into workdir; raises RuntimeError without a C compiler."""
+    source = Path(__file__).resolve().parent / "janus_loopback.c"
+    out = Path(workdir) / "janus_loopback.so"
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("no C compiler (apt-get install -y gcc libc6-dev) to build the Janus loopback shim")
+    result = subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(source), "-ldl"], capture_output=True, text=True, timeout=60
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"building the Janus loopback shim failed: {result.stderr.strip()[:500]}")
+    return out
 
 
 def janus_version() -> str | None:
@@ -152,10 +170,13 @@ cors: {{
         if binary is None:
             raise RuntimeError("janus is not installed (apt-get install -y janus)")
         conf = self.configure()
+        shim = build_loopback_shim(self.workdir)
+        env = dict(os.environ)
+        env["LD_PRELOAD"] = str(shim)
         self.command = [binary, "-F", str(conf), "-C", str(conf / "janus.jcfg"), "-i", "127.0.0.1", "-o", "-D"]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            self.command, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True, env=env
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

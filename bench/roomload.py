@@ -35,6 +35,7 @@ Control: JSON lines on stdin, JSON lines on stdout (logs on stderr).
     {"cmd": "add", "rooms": ["r1", ...], "m": M}  -> {"event": "added", ...join figures...}
     {"cmd": "mark"}   -> {"event": "stats", ...}   cumulative counters; latency histograms restart
     {"cmd": "stats"}  -> {"event": "stats", ...}   cumulative counters + histograms since mark
+    {"cmd": "pause"} / {"cmd": "resume"}            publishers stop / restart sending (peers stay up)
     {"cmd": "quit"}   -> {"event": "bye"}
 
 Bounded: at most `--max-participants`, and the process exits after `--max-seconds`.
@@ -193,6 +194,7 @@ class RawSender:
         self._addr: Any = None
         self._handles: list[asyncio.TimerHandle] = []
         self.plis = 0
+        self.paused = False  # ticks go on (timestamps advance) but nothing is sent
 
     def start(self, pc: RTCPeerConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -271,6 +273,9 @@ class RawSender:
         s = self.streams["video"]
         media = self.media
         i = s["i"]
+        if self.paused:
+            s["ts"] = (s["ts"] + int(90000 / media.fps)) & 0xFFFFFFFF
+            return
         now = time.monotonic()
         if self._want_key and now - self._last_key >= KEYFRAME_MIN_INTERVAL:
             self._want_key = False
@@ -291,6 +296,9 @@ class RawSender:
     def _audio(self) -> None:
         s = self.streams["audio"]
         audio = self.media.audio
+        if self.paused:
+            s["ts"] = (s["ts"] + 960) & 0xFFFFFFFF
+            return
         self._send(s, audio[s["i"]], 0)
         self.stats.audio_sent += 1
         s["i"] = (s["i"] + 1) % len(audio)
@@ -521,15 +529,6 @@ async def wait_connected(pc: RTCPeerConnection, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"not connected after {timeout}s (state {pc.connectionState})")
         await asyncio.sleep(0.01)
-
-
-async def answer_offer(pc: RTCPeerConnection, sdp: str) -> str:
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-    for t in pc.getTransceivers():
-        if t.direction == "recvonly" or t.kind == "application":
-            continue
-    await pc.setLocalDescription(await pc.createAnswer())
-    return pc.localDescription.sdp
 
 
 # ------------------------------------------------------------------------ Confero (AMS) client
@@ -1025,6 +1024,10 @@ async def run(args: argparse.Namespace) -> int:
                 break
             if name in ("stats", "mark"):
                 emit(gen.stats(reset=name == "mark"))
+            elif name in ("pause", "resume"):
+                for p in gen.participants:
+                    p.sender.paused = name == "pause"
+                emit({"event": name, "participants": len(gen.participants)})
             elif name == "add":
                 rooms = [str(r) for r in cmd.get("rooms", [])]
                 m = int(cmd.get("m", 2))
@@ -1062,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=90, help="pre-encoded frames (looped; the first is a keyframe)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--noise", type=int, default=24)
+    parser.add_argument("--noise", type=int, default=8, help="per-frame luma noise (8 keeps libvpx near the target bitrate)")
     parser.add_argument("--sample", type=int, default=8, help="decrypt one packet in N for the latency stamp")
     parser.add_argument("--timeout", type=float, default=20.0, help="per signaling/connect step")
     parser.add_argument("--concurrency", type=int, default=8, help="participants set up at once")

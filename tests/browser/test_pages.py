@@ -3,8 +3,9 @@
 Each test drives the pages as a person would (fields, buttons) and reads the page's state from
 its test hook `window.conferoPage.state()`. Video is checked by decoded frames that keep advancing.
 
-CONFERO_TEST_SDK_DIR=/path/to/ant-media/src/main/js serves the SDK modules from that folder instead
-of Confero's own (our pages are written for Ant Media's API, so they must also work with theirs).
+The pages are written for Ant Media's SDK API, so they must work with Ant Media's own SDK too:
+one test runs a conference on it (npm's @antmedia/webrtc_adaptor, see package.json), and
+CONFERO_TEST_SDK_DIR=/path/to/its/src/main/js runs every test here on it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.browser.conftest import artifact, decoded_frames
 APP = "WebRTCAppEE"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 WEB_JS = Path(__file__).resolve().parents[2] / "src" / "confero" / "web" / "js"
+ANT_MEDIA_SDK = Path(__file__).resolve().parents[2] / "node_modules/@antmedia/webrtc_adaptor/src/main/js"
 REMOTE_TILES = ".tile:not(.local) video"
 TIMEOUT_MS = 30_000
 
@@ -33,9 +35,9 @@ def js(value: object) -> str:
     return json.dumps(value)
 
 
-async def use_sdk_override(context: Any) -> None:
-    """Serve the SDK's modules from CONFERO_TEST_SDK_DIR (our own page scripts stay ours)."""
-    folder = os.environ.get("CONFERO_TEST_SDK_DIR")
+async def use_sdk_override(context: Any, folder: str | Path | None = None) -> None:
+    """Serve the SDK's modules from `folder` or CONFERO_TEST_SDK_DIR (our page scripts stay ours)."""
+    folder = folder or os.environ.get("CONFERO_TEST_SDK_DIR")
     if not folder:
         return
     root = Path(folder).resolve()
@@ -67,7 +69,8 @@ class Tab:
         """Waits until `predicate` (JS, with `s` = the page state) holds; fails with the state."""
         try:
             await self.page.wait_for_function(
-                f"(() => {{ const s = window.conferoPage && window.conferoPage.state(); return !!s && ({predicate}); }})()",
+                "(() => { const s = window.conferoPage && window.conferoPage.state();"
+                f" return !!s && ({predicate}); }})()",
                 timeout=timeout,
             )
         except Exception as error:  # noqa: BLE001 - re-raised with the page state for the report
@@ -151,7 +154,8 @@ async def test_three_participant_conference(server: Server, context_with_sdk: An
             await frames_advance(tab, REMOTE_TILES, 2)
         # Each tile carries the participant's name (from roomInformation's streamList).
         for tab, name in zip(tabs, names):
-            labels = sorted(await tab.page.eval_on_selector_all(".tile:not(.local) .name", "e => e.map(x => x.textContent)"))
+            labels = await tab.page.eval_on_selector_all(".tile:not(.local) .name", "e => e.map(x => x.textContent)")
+            labels.sort()
             assert labels == sorted(n for n in names if n != name)
             assert await tab.page.get_attribute("#localVideo", "muted") is not None
         await alice.page.screenshot(path=str(artifact("conference-3.png")))
@@ -165,7 +169,8 @@ async def test_three_participant_conference(server: Server, context_with_sdk: An
             await tab.page.wait_for_selector("#chatLog li:has-text('hello from Alice')")
         await asyncio.sleep(1)
         alice_chat = [m for m in (await alice.state())["chat"] if m["text"] == "hello from Alice"]
-        assert alice_chat == [{"from": ids["Alice"], "name": "Alice", "text": "hello from Alice", "own": True, "event": False}]
+        own = {"from": ids["Alice"], "name": "Alice", "text": "hello from Alice", "own": True, "event": False}
+        assert alice_chat == [own]
         await bob.wait("s.dataChannelOpen")
         await bob.page.fill("#chatText", "hi Alice, Bob here")
         await bob.page.press("#chatText", "Enter")
@@ -331,5 +336,31 @@ async def test_publish_page_with_a_token(server: Server, context_with_sdk: Any) 
         await allowed.page.click("#startButton")
         await allowed.wait("s.publishing")
         await allowed.assert_clean()
+    finally:
+        await close_all(*tabs)
+
+
+async def test_conference_page_on_ant_medias_own_sdk(server: Server, context: Any) -> None:
+    if not (ANT_MEDIA_SDK / "webrtc_adaptor.js").exists():
+        pytest.skip("Ant Media's SDK is not installed: run npm ci")
+    await use_sdk_override(context, ANT_MEDIA_SDK)
+    tabs = [await open_tab(context, server, "conference.html?roomId=amsroom") for _ in range(2)]
+    try:
+        first, second = tabs
+        await join_conference(first, "Ada")
+        await join_conference(second, "Grace")
+        for tab in tabs:
+            await tab.wait("s.remoteIds.length === 1")
+            await frames_advance(tab, REMOTE_TILES, 1)
+        await first.wait("s.dataChannelOpen")
+        await first.page.fill("#chatText", "on Ant Media's SDK")
+        await first.page.click("#chatSend")
+        await second.wait("s.chat.some(m => m.name === 'Ada' && m.text === \"on Ant Media's SDK\")")
+        await first.page.click("#cameraButton")
+        await first.wait("!s.cameraOn")
+        await second.page.click("#leaveButton")
+        await first.wait("s.remoteIds.length === 0")
+        for tab in tabs:
+            await tab.assert_clean()
     finally:
         await close_all(*tabs)

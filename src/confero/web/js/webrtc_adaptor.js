@@ -9,7 +9,7 @@
  *     <script src="js/webrtc_adaptor.js"></script>                          // classic: globals
  *
  * The server hands classic `<script src>` requests a copy without `export` that assigns the
- * exported names (`WebRTCAdaptor`, `getUrlParameter`, `VERSION`) to `globalThis`.
+ * exported names (`WebRTCAdaptor`, `getUrlParameter`) to `globalThis`.
  *
  * Conventions:
  *  - every event goes to `callback(info, obj)`; every failure goes to `callbackError(error, obj)`
@@ -23,8 +23,8 @@
  */
 "use strict";
 
-/** The SDK's version. */
-export const VERSION = "1.0.0";
+/** The SDK's version (also `WebRTCAdaptor.VERSION`). */
+const SDK_VERSION = "1.0.0";
 
 /** Milliseconds between two `ping` commands while the WebSocket is open. */
 const PING_INTERVAL_MS = 3000;
@@ -209,6 +209,11 @@ function sanitize(text) {
  * 1-1 calls), the local camera/microphone, data channels, reconnection.
  */
 export class WebRTCAdaptor {
+  /** The SDK's version. @returns {string} */
+  static get VERSION() {
+    return SDK_VERSION;
+  }
+
   /**
    * Opens the camera/microphone (unless `isPlayMode`), then the WebSocket; `initialized`
    * follows once it is open.
