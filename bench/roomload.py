@@ -206,6 +206,7 @@ class RawSender:
         self._sendto = pair.protocol.transport.sendto
         self._addr = pair.remote_addr
         self._protect = dtls._tx_srtp.protect
+        self.stats.note_profile(dtls)
         for t in transceivers:
             codecs = [c for c in t._codecs if not c.mimeType.lower().endswith("/rtx")]
             if not codecs:
@@ -333,6 +334,14 @@ class Totals:
         self.lag_sum = 0.0
         self.lag_n = 0
         self.lag_over_10ms = 0
+        self.srtp_profiles: dict[str, int] = {}
+
+    def note_profile(self, dtls: Any) -> None:
+        try:
+            name = dtls._ssl.get_selected_srtp_profile().decode()
+        except Exception:
+            name = "?"
+        self.srtp_profiles[name] = self.srtp_profiles.get(name, 0) + 1
 
 
 class SourceStat:
@@ -457,6 +466,7 @@ class Sink:
             self._fd = sock.fileno()
             with contextlib.suppress(OSError):
                 fcntl.ioctl(self._fd, SIOCGSTAMPNS, bytes(16))  # enables receive timestamps
+        self.totals.note_profile(dtls)
         original = protocol.datagram_received
         unprotect = dtls._rx_srtp.unprotect
         sample = self.sample
@@ -945,6 +955,7 @@ class Generator:
             "bad_stamps": t.bad_stamps,
             "srtp_errors": t.srtp_errors,
             "reoffers": t.reoffers,
+            "srtp_profiles": t.srtp_profiles,
             "hist_app": t.hist_app,
             "hist_kernel": t.hist_kernel,
             "lag_max_ms": round(t.lag_max * 1000, 2),
@@ -1072,8 +1083,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-frame-wait", type=float, default=5.0)
     parser.add_argument("--max-participants", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=900.0)
+    parser.add_argument("--srtp", choices=("cm", "any"), default="cm", help="cm: offer only AES_CM_128_HMAC_SHA1_80 (what Debian's Janus supports), so both servers do the same crypto; any: aiortc's list (GCM first)")
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
+    if args.srtp == "cm":
+        from aiortc import rtcdtlstransport
+
+        # RTCDtlsTransport keeps a reference to this list: restrict it in place.
+        rtcdtlstransport.SRTP_PROFILES[:] = [p for p in rtcdtlstransport.SRTP_PROFILES if p.openssl_profile == b"SRTP_AES128_CM_SHA1_80"]
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="roomload %(levelname)s %(name)s: %(message)s")
     loopback_only()
     if not args.no_uvloop:

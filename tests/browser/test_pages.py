@@ -176,9 +176,11 @@ async def test_three_participant_conference(server: Server, context_with_sdk: An
         await bob.page.press("#chatText", "Enter")
         for tab in (alice, carol):
             await tab.wait("s.chat.some(m => m.name === 'Bob' && m.text === 'hi Alice, Bob here' && !m.own)")
-        # The picture for the README: three participants and a short chat.
-        DOCS.mkdir(exist_ok=True)
-        await alice.page.screenshot(path=str(DOCS / "conference.png"))
+        # The picture for the README: three participants and a short chat. Kept as a test
+        # artifact; CONFERO_UPDATE_DOCS=1 also refreshes docs/conference.png.
+        await alice.page.screenshot(path=str(artifact("conference-chat.png")))
+        if os.environ.get("CONFERO_UPDATE_DOCS") == "1":
+            await alice.page.screenshot(path=str(DOCS / "conference.png"))
         # Plain-text messages (other apps) are shown too.
         await bob.page.evaluate(f"window.conferoPage.adaptor().sendData({js(ids['Bob'])}, 'plain hello')")
         await carol.wait("s.chat.some(m => m.text === 'plain hello')")

@@ -147,6 +147,23 @@ async def test_publish_and_play_in_two_tabs(server: Server, context: Any) -> Non
             assert "updated_stats" in await page.evaluate("H.names()")
         sent = await publisher.evaluate("H.adaptor.getStats('sdkpub')")
         assert sent["bytesSent"] > 0 and sent["framesEncoded"] > 0, sent
+
+        # Local media controls: camera off/on and mic mute act on the local tracks; switching
+        # the camera replaces the sent track on the fly and the players keep decoding.
+        video = "H.adaptor.localStream.getVideoTracks()[0]"
+        assert await publisher.evaluate("H.adaptor.turnOffLocalCamera('sdkpub')") is True
+        assert await publisher.evaluate(f"{video}.enabled") is False
+        assert await publisher.evaluate("H.adaptor.turnOnLocalCamera('sdkpub')") is True
+        assert await publisher.evaluate(f"{video}.enabled") is True
+        await publisher.evaluate("H.adaptor.muteLocalMic()")
+        assert await publisher.evaluate("H.adaptor.localStream.getAudioTracks()[0].enabled") is False
+        await publisher.evaluate("H.adaptor.unmuteLocalMic()")
+        sender = "H.adaptor.remotePeerConnection['sdkpub'].getSenders().find(s => s.track && s.track.kind === 'video').track.id"
+        before = await publisher.evaluate(sender)
+        assert await publisher.evaluate("H.adaptor.switchVideoCameraCapture('sdkpub')") is True
+        after = await publisher.evaluate(sender)
+        assert after != before and after == await publisher.evaluate(f"{video}.id")
+        await wait_members_advancing(players, [{"sdkpub"}, {"sdkpub"}])
         await players[0].screenshot(path=str(artifact("sdk-play.png")))
 
         # The publisher's data channel reaches both players; a player's reaches the publisher.
@@ -209,6 +226,15 @@ async def test_conference_room_multitrack_flow(server: Server, context: Any) -> 
             assert all(t[1] == f"ARDAMS{t[2][0]}{t[1][7:]}" for t in tracks), tracks
             assert await errors(page) == []
         await pages[0].screenshot(path=str(artifact("sdk-conference.png")))
+
+        # Queries about the room and its members.
+        await pages[0].evaluate(f"H.adaptor.getTrackList('{room}')")
+        tracks = await wait_event(pages[0], "trackList", {"streamId": room})
+        assert sorted(tracks["trackList"]) == sorted(ids[1:]), tracks
+        await pages[0].evaluate("id => H.adaptor.getStreamInfo(id)", ids[1])
+        info = await wait_event(pages[0], "streamInformation", {"streamId": ids[1]})
+        assert info["streamInfo"] and info["streamInfo"][0]["videoCodec"], info
+        await pages[0].evaluate(f"id => {{ H.adaptor.enableTrack('{room}', id, false); H.adaptor.enableTrack('{room}', id, true); }}", ids[1])
 
         # carol leaves: the others are told, get a re-offer, and carol's tracks go silent.
         leaver = ids[2]
@@ -382,7 +408,10 @@ async def test_reconnects_after_websocket_drop_and_failed_ice(server: Server, co
         await wait_event(page, "closed", since=mark)
         await wait_event(page, "initialized", since=mark)
         await wait_event(page, "reconnection_attempt_for_publisher", "sdkre", since=mark)
+        # A page that publishes again on `initialized` (as Ant Media pages do) adopts the restart.
+        await page.evaluate("H.adaptor.publish('sdkre')")
         await wait_event(page, "publish_started", {"streamId": "sdkre"}, since=mark)
+        assert await page.evaluate(f"H.names().slice({mark}).filter(n => n === 'publish_started').length") == 1
         await page.evaluate("H.adaptor.stop('sdkre')")
         await wait_event(page, "publish_finished", {"streamId": "sdkre"}, since=mark)
 
@@ -397,5 +426,36 @@ async def test_reconnects_after_websocket_drop_and_failed_ice(server: Server, co
         assert not [n for n in later if n.startswith("reconnection_attempt")], later
         assert await page.evaluate("Object.keys(H.adaptor.remotePeerConnection)") == []
         assert await errors(page) == []
+    finally:
+        await page.close()
+
+
+async def test_commands_wait_for_the_socket_and_an_unreachable_server_is_retried(server: Server, context: Any) -> None:
+    page = await open_tab(context, server)
+    attempts: list[str] = []
+    page.on("websocket", lambda ws: attempts.append(ws.url))
+    try:
+        # A command given before `initialized` is sent once the socket opens.
+        await page.evaluate(
+            "() => { const ready = H.create({isPlayMode: true}); H.adaptor.getRoomInfo('emptyroom'); return ready; }"
+        )
+        info = await wait_event(page, "roomInformation", {"room": "emptyroom"})
+        assert info["streams"] == [], info
+        assert attempts and attempts[0].endswith("/WebRTCAppEE/websocket?target=edge"), attempts
+        await page.evaluate("H.adaptor.closeWebSocket()")
+        await wait_event(page, "closed")
+
+        # Nobody listens: reported once, retried with back-off, and closeWebSocket ends the retries.
+        attempts.clear()
+        await page.evaluate(
+            "H.errors.length = 0; void H.create({isPlayMode: true, websocket_url: 'ws://127.0.0.1:9/WebRTCAppEE/websocket'}).catch(() => {})"
+        )
+        await asyncio.sleep(2.5)
+        assert len(attempts) >= 3, attempts  # at 0, 0.5 and 1.5 s
+        assert [e["error"] for e in await errors(page)] == ["WebSocketNotConnected"]
+        await page.evaluate("H.adaptor.closeWebSocket()")
+        count = len(attempts)
+        await asyncio.sleep(2.0)
+        assert len(attempts) == count, attempts
     finally:
         await page.close()

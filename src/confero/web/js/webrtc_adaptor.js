@@ -119,7 +119,7 @@ function stereo(sdp) {
   return sdp.replace(/useinbandfec=1(?!;\s*stereo=1)/g, "useinbandfec=1; stereo=1");
 }
 
-/** Strings that mention "script" are escaped before they reach the page (as the official SDK does). */
+/** Strings that mention "script" are escaped before they reach the page (as the official SDK does). @param {string} text */
 function sanitize(text) {
   return text.includes("script") ? text.replace(/</g, "&lt;").replace(/>/g, "&gt;") : text;
 }
@@ -141,6 +141,11 @@ function sanitize(text) {
  * @property {MediaStream | null} fallbackStream
  * @property {boolean} closed
  * @property {boolean} offered
+ * @property {boolean} restart           started by the adaptor (reconnection), not yet claimed by the page
+ */
+
+/**
+ * @typedef {ReturnType<WebRTCAdaptor["_parseStats"]>} AdaptorStats  what getStats() resolves
  */
 
 /**
@@ -228,6 +233,7 @@ export class WebRTCAdaptor {
     this.mediaConstraints = { video: true, audio: true };
     /** @type {RTCConfiguration} */
     this.peerconnection_config = { iceServers: [] };
+    /** @type {object} */
     this.sdp_constraints = { OfferToReceiveAudio: false, OfferToReceiveVideo: false };
     /** @type {string | undefined} */
     this.localVideoId = undefined;
@@ -312,6 +318,10 @@ export class WebRTCAdaptor {
     /** @type {string[]} commands waiting for the WebSocket */
     this._outbox = [];
     this._wsAttempt = 0;
+    /** the current socket has opened */
+    this._wsOpened = false;
+    /** @type {Set<string>} publishes waiting for the camera/microphone */
+    this._awaitingMedia = new Set();
     this._everOpened = false;
     this._outageReported = false;
     this._userClosed = false;
@@ -430,6 +440,7 @@ export class WebRTCAdaptor {
       return;
     }
     this._ws = ws;
+    this._wsOpened = false;
     this._log("connecting to", url.toString());
     ws.onopen = () => this._onOpen(ws);
     ws.onmessage = (event) => {
@@ -450,31 +461,38 @@ export class WebRTCAdaptor {
     if (this._ws !== ws) return;
     const reconnected = this._everOpened;
     this._everOpened = true;
+    this._wsOpened = true;
     this._wsAttempt = 0;
     this._outageReported = false;
     this._pingTimer = setInterval(() => this._send({ command: "ping" }), PING_INTERVAL_MS);
     this._log("WebSocket open");
-    this.notifyEventListeners("initialized");
     if (!this.userDefinedIceServers) this._send({ command: "getIceServerConfig" });
+    // Commands given while connecting go first, in order.
     const outbox = this._outbox;
     this._outbox = [];
     for (const text of outbox) ws.send(text);
+    this.notifyEventListeners("initialized");
     if (reconnected) this._resume();
+    // Connections waiting for the socket get their full time to connect from now on.
+    for (const peer of this._peers.values()) {
+      if (peer.mode !== "peer" && !ICE_ALIVE.includes(peer.pc.iceConnectionState)) this._armWatchdog(peer.streamId, this.connectTimeoutMs);
+    }
   }
 
   /** After a WebSocket reconnection: what the server dropped with the old socket starts again. */
   _resume() {
     for (const args of [...this._published.values()]) {
-      if (this._peers.has(args.streamId) || this._retryTimers.has(args.streamId)) continue;
+      const id = args.streamId;
+      if (this._peers.has(id) || this._retryTimers.has(id) || this._awaitingMedia.has(id)) continue;
       this.notifyEventListeners("reconnection_attempt_for_publisher", args.streamId);
       // A legacy room member (publish without mainTrack) is put back in its room.
       const room = [...this._rooms].find(([, id]) => id === args.streamId)?.[0];
-      this._startPublish(args.mainTrack || !room ? args : { ...args, mainTrack: room });
+      this._startPublish(args.mainTrack || !room ? args : { ...args, mainTrack: room }, true);
     }
     for (const args of [...this._played.values()]) {
       if (this._peers.has(args.streamId) || this._retryTimers.has(args.streamId)) continue;
       this.notifyEventListeners("reconnection_attempt_for_player", args.streamId);
-      this._startPlay(args);
+      this._startPlay(args, true);
     }
     for (const id of this._calls) this._sendJoin(id);
   }
@@ -482,16 +500,21 @@ export class WebRTCAdaptor {
   /** @param {WebSocket} ws @param {CloseEvent} event */
   _onClose(ws, event) {
     if (this._ws !== ws) return;
+    const wasOpen = this._wsOpened;
     this._ws = null;
+    this._wsOpened = false;
     this._clearPing();
     this._log("WebSocket closed", event.code, event.reason);
     this.notifyEventListeners("closed", event);
     if (this._userClosed) return;
-    // The server stops everything of a closed socket: drop our side, restart it once reconnected.
-    for (const id of [...this._peers.keys()]) this._closePeer(id);
-    for (const timer of this._retryTimers.values()) clearTimeout(timer);
-    this._retryTimers.clear();
-    this._earlyCandidates.clear();
+    if (wasOpen) {
+      // The server stopped everything of that socket: drop our side; it restarts once reconnected.
+      // (After a failed attempt instead, the queued commands and their connections just wait.)
+      for (const id of [...this._peers.keys()]) this._closePeer(id);
+      for (const timer of this._retryTimers.values()) clearTimeout(timer);
+      this._retryTimers.clear();
+      this._earlyCandidates.clear();
+    }
     this._scheduleWsRetry();
   }
 
@@ -647,6 +670,14 @@ export class WebRTCAdaptor {
       this.peerconnection_config.iceServers = [{ urls: uri }];
     }
     this._log("ICE servers", this.peerconnection_config.iceServers);
+    // Connections made before the answer (publish/play right after `initialized`) use them too.
+    for (const peer of this._peers.values()) {
+      try {
+        peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers: this.peerconnection_config.iceServers });
+      } catch (e) {
+        this._log(`ICE servers not applied to ${peer.streamId}:`, e);
+      }
+    }
   }
 
   /** @param {any} msg */
@@ -711,11 +742,20 @@ export class WebRTCAdaptor {
    * @param {string} [role]
    */
   publish(streamId, token, subscriberId, subscriberCode, streamName, mainTrack, metaData, role) {
-    if (this._published.has(streamId) && this._peers.has(streamId)) {
-      this.notifyErrorEventListeners("already_publishing", { streamId, message: `${streamId} is already being published by this adaptor` });
+    const args = { streamId, token, subscriberId, subscriberCode, streamName, mainTrack, metaData, role };
+    const current = this._published.get(streamId);
+    const peer = this._peers.get(streamId);
+    if (current && peer) {
+      if (peer.restart) {
+        // The adaptor is already publishing it again after a reconnection: adopt that one.
+        Object.assign(current, args);
+        peer.restart = false;
+        this._log(`publish(${streamId}): already being restarted after a reconnection`);
+      } else {
+        this.notifyErrorEventListeners("already_publishing", { streamId, message: `${streamId} is already being published by this adaptor` });
+      }
       return;
     }
-    const args = { streamId, token, subscriberId, subscriberCode, streamName, mainTrack, metaData, role };
     this.publishStreamId = streamId;
     this.publishToken = token;
     this._published.set(streamId, args);
@@ -723,12 +763,17 @@ export class WebRTCAdaptor {
     this._startPublish(args);
   }
 
-  /** @param {PublishParameters} args */
-  async _startPublish(args) {
+  /**
+   * @param {PublishParameters} args
+   * @param {boolean} [restart] started by the adaptor itself (reconnection)
+   */
+  async _startPublish(args, restart = false) {
     const { streamId } = args;
     const wanted = this._published.get(streamId);
     if (!this.onlyDataChannel && this.localStream == null) {
+      this._awaitingMedia.add(streamId);
       const stream = await this.openStream(this.mediaConstraints);
+      this._awaitingMedia.delete(streamId);
       if (!stream) {
         if (this._published.get(streamId) === wanted) this._published.delete(streamId);
         return;
@@ -749,7 +794,8 @@ export class WebRTCAdaptor {
       metaData: orEmpty(args.metaData),
       role: orEmpty(args.role),
     });
-    this._createPeer(streamId, "publish");
+    const peer = this._createPeer(streamId, "publish");
+    if (peer) peer.restart = restart;
     this._armWatchdog(streamId, this.connectTimeoutMs);
   }
 
@@ -771,10 +817,19 @@ export class WebRTCAdaptor {
     const args =
       streamId !== null && typeof streamId === "object"
         ? { ...streamId }
-        : { streamId, token, roomId, enableTracks, subscriberId, subscriberCode, metaData, role };
+        : { streamId: /** @type {string} */ (streamId), token, roomId, enableTracks, subscriberId, subscriberCode, metaData, role };
     const id = args.streamId;
-    if (this._played.has(id) && this._peers.has(id)) {
-      this.notifyErrorEventListeners("already_playing", { streamId: id, message: `${id} is already being played by this adaptor` });
+    const current = this._played.get(id);
+    const peer = this._peers.get(id);
+    if (current && peer) {
+      if (peer.restart) {
+        // The adaptor is already playing it again after a reconnection: adopt that one.
+        Object.assign(current, args);
+        peer.restart = false;
+        this._log(`play(${id}): already being restarted after a reconnection`);
+      } else {
+        this.notifyErrorEventListeners("already_playing", { streamId: id, message: `${id} is already being played by this adaptor` });
+      }
       return;
     }
     this.playToken = args.token;
@@ -788,8 +843,11 @@ export class WebRTCAdaptor {
     this.play(parameters);
   }
 
-  /** @param {PlayParameters} args */
-  _startPlay(args) {
+  /**
+   * @param {PlayParameters} args
+   * @param {boolean} [restart] started by the adaptor itself (reconnection)
+   */
+  _startPlay(args, restart = false) {
     const id = args.streamId;
     if (!this.playStreamId.includes(id)) this.playStreamId.push(id);
     /** @type {Record<string, any>} */
@@ -808,7 +866,8 @@ export class WebRTCAdaptor {
     if (args.subscriberName !== undefined) command.subscriberName = args.subscriberName;
     if (args.disableTracksByDefault !== undefined) command.disableTracksByDefault = !!args.disableTracksByDefault;
     this._send(command);
-    this._createPeer(id, "play");
+    const peer = this._createPeer(id, "play");
+    if (peer) peer.restart = restart;
     this._armWatchdog(id, this.connectTimeoutMs);
   }
 
@@ -1034,6 +1093,7 @@ export class WebRTCAdaptor {
       fallbackStream: null,
       closed: false,
       offered: false,
+      restart: false,
     };
     this._earlyCandidates.delete(streamId);
     this._peers.set(streamId, peer);
@@ -1076,7 +1136,7 @@ export class WebRTCAdaptor {
 
   /** `start`: make the offer for a publish (or as the first peer of a 1-1 call). @param {string} streamId */
   _onStart(streamId) {
-    let peer = this._peers.get(streamId);
+    let peer = this._peers.get(streamId) || null;
     if (this._calls.has(streamId)) {
       if (peer && (peer.offered || peer.remoteSet)) this._closePeer(streamId); // a new partner
       peer = this._createPeer(streamId, "peer", true);
@@ -1102,7 +1162,7 @@ export class WebRTCAdaptor {
   /** @param {any} msg */
   _onTakeConfiguration(msg) {
     const { streamId, type, sdp } = msg;
-    let peer = this._peers.get(streamId);
+    let peer = this._peers.get(streamId) || null;
     if (type === "offer") {
       // Every offer (first one and renegotiations of a room play) carries the full mapping.
       this.idMapping[streamId] = msg.idMapping || {};
@@ -1255,7 +1315,8 @@ export class WebRTCAdaptor {
     this._clearWatchdog(peer);
     peer.watchdog = setTimeout(() => {
       peer.watchdog = null;
-      if (peer.closed || ICE_ALIVE.includes(peer.pc.iceConnectionState)) return;
+      // Without the socket nothing can be negotiated; the watchdog is armed again on open.
+      if (peer.closed || ICE_ALIVE.includes(peer.pc.iceConnectionState) || !this.isConnected()) return;
       this._log(`${streamId}: ICE is ${peer.pc.iceConnectionState} after ${delay} ms`);
       this._reconnect(streamId);
     }, delay);
@@ -1289,8 +1350,8 @@ export class WebRTCAdaptor {
     const timer = setTimeout(() => {
       this._retryTimers.delete(streamId);
       if (!this.isConnected()) return; // the WebSocket reconnection restarts it
-      if (publishArgs && this._published.get(streamId) === publishArgs) this._startPublish(publishArgs);
-      else if (playArgs && this._played.get(streamId) === playArgs) this._startPlay(playArgs);
+      if (publishArgs && this._published.get(streamId) === publishArgs) this._startPublish(publishArgs, true);
+      else if (playArgs && this._played.get(streamId) === playArgs) this._startPlay(playArgs, true);
     }, RETRY_DELAY_MS);
     this._retryTimers.set(streamId, timer);
   }
@@ -1525,7 +1586,7 @@ export class WebRTCAdaptor {
    * bytesReceived, and per-track figures in inboundRtpList; for publishing: bytesSent,
    * framesEncoded, packetsLost as reported by the server.
    * @param {string} streamId
-   * @returns {Promise<Record<string, any> | false>}
+   * @returns {Promise<AdaptorStats | false>}
    */
   async getStats(streamId) {
     const peer = this._peers.get(streamId);
