@@ -366,3 +366,28 @@ async def test_conference_page_on_ant_medias_own_sdk(server: Server, context: An
             await tab.assert_clean()
     finally:
         await close_all(*tabs)
+
+
+async def test_conference_recovers_after_the_connection_drops(server: Server, context_with_sdk: Any) -> None:
+    """The server drops one participant's WebSocket: the SDK reconnects, republishes and
+    replays the room, and the page keeps its room; the others see the participant again."""
+    tabs = [await open_tab(context_with_sdk, server, "conference.html?roomId=drop") for _ in range(2)]
+    try:
+        for tab, name in zip(tabs, ("Ann", "Ben")):
+            await join_conference(tab, name)
+        for tab in tabs:
+            await frames_advance(tab, REMOTE_TILES, 1)
+        ben_id = (await tabs[1].state())["streamId"]
+        session = next(s for s in server.sessions if ben_id in s.owned)
+        await session.ws.close()  # as if the network dropped
+        await tabs[1].wait("s.events.includes('closed')", timeout=10_000)
+        await tabs[1].wait(
+            "s.joined && ['publish_started', 'play_started'].every("
+            "e => s.events.lastIndexOf(e) > s.events.lastIndexOf('closed'))",
+            timeout=20_000,
+        )
+        for tab in tabs:
+            await frames_advance(tab, REMOTE_TILES, 1)
+        assert (await tabs[1].state())["room"] == "drop"
+    finally:
+        await close_all(*tabs)
