@@ -4,7 +4,9 @@ Runs the unchanged server (same CLI, same settings) and, every 5 s, writes to st
 
 * event-loop stalls: how late a 5 ms timer fired (max, count over 5/20/100 ms);
 * garbage-collector pauses by generation (count, total and max ms), from `gc.callbacks`;
-* the process's CPU time in that interval.
+* the process's CPU time in that interval;
+* with CONFERO_DIAG_SLOW=<seconds> in the environment: asyncio debug mode, so that every loop
+  callback slower than that is logged with its name (debug mode itself costs CPU).
 
 A stall that coincides with a GC pause points at the collector; one without points at a long
 callback in the loop (an await-free stretch of Python), or at CPU starvation by other processes.
@@ -73,7 +75,12 @@ _original_serve = confero_server.serve
 
 
 async def _serve(settings, ready=None):  # type: ignore[no-untyped-def]
-    task = asyncio.get_running_loop().create_task(_monitor())
+    loop = asyncio.get_running_loop()
+    if os.environ.get("CONFERO_DIAG_SLOW"):
+        # asyncio debug mode: every callback slower than this is logged ("Executing ... took ...").
+        loop.set_debug(True)
+        loop.slow_callback_duration = float(os.environ["CONFERO_DIAG_SLOW"])
+    task = loop.create_task(_monitor())
     try:
         await _original_serve(settings, ready)
     finally:

@@ -1083,7 +1083,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-frame-wait", type=float, default=5.0)
     parser.add_argument("--max-participants", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=900.0)
-    parser.add_argument("--srtp", choices=("cm", "any"), default="cm", help="cm: offer only AES_CM_128_HMAC_SHA1_80 (what Debian's Janus supports), so both servers do the same crypto; any: aiortc's list (GCM first)")
+    parser.add_argument("--srtp", choices=("any", "cm"), default="any", help="any: aiortc's list (AEAD GCM first, as browsers); cm: offer only AES_CM_128_HMAC_SHA1_80")
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
     if args.srtp == "cm":
