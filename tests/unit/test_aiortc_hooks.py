@@ -940,3 +940,31 @@ def test_direct_srtp_functions_match_pylibsrtp() -> None:
         unprotect(protected)  # replayed
     with pytest.raises(pylibsrtp.Error):
         protect(bytes(1500))  # too long for the buffer with its trailer
+
+
+async def test_never_decode_stops_the_decoder_thread() -> None:
+    """A forwarded receiver keeps no decoder thread (aiortc starts one per receiver)."""
+    import threading
+
+    from tests.amsclient import build_publisher_pc, new_peer_connection, wait_for_connected
+
+    sender = build_publisher_pc("VP8", with_audio=False)
+    receiver_pc = new_peer_connection()
+    try:
+        await sender.pc.setLocalDescription(await sender.pc.createOffer())
+        await receiver_pc.setRemoteDescription(sender.pc.localDescription)
+        transceiver = receiver_pc.getTransceivers()[0]
+        aiortc_hooks.never_decode(transceiver.receiver)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await sender.pc.setRemoteDescription(receiver_pc.localDescription)
+        await wait_for_connected(receiver_pc)
+        for _ in range(50):
+            if transceiver.receiver._RTCRtpReceiver__started:
+                break
+            await asyncio.sleep(0.05)
+        assert transceiver.receiver._RTCRtpReceiver__started
+        assert transceiver.receiver._RTCRtpReceiver__decoder_thread is None
+        assert not any(t.name == "video-decoder" and t.is_alive() for t in threading.enumerate())
+    finally:
+        await sender.pc.close()
+        await receiver_pc.close()

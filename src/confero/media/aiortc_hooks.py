@@ -36,6 +36,7 @@ from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
 logger = logging.getLogger(__name__)
@@ -426,6 +427,21 @@ def restrict_codecs(transceiver: RTCRtpTransceiver, keep: Iterable[int]) -> None
         kept = transceiver._codecs[:1]
         transceiver.direction = "inactive"
     transceiver._codecs = kept
+
+
+def never_decode(receiver: RTCRtpReceiver) -> None:
+    """Stop aiortc from keeping a decoder thread for a receiver whose packets are forwarded.
+
+    `receive()` starts one thread per receiver; Confero's taps mean it never gets a frame, so it
+    is stopped right after it starts (its RTCP task and routing stay).
+    """
+    original = receiver.receive
+
+    async def receive(parameters: Any) -> None:
+        await original(parameters)
+        receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
+
+    receiver.receive = receive  # type: ignore[method-assign]
 
 
 def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:

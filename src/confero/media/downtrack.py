@@ -16,7 +16,7 @@ from confero.media import rtp
 if TYPE_CHECKING:
     from confero.media.uptrack import UpTrack
 
-RING_SIZE = 1024  # packets kept for retransmission (about 3 s of 2.5 Mbit/s video)
+RING_SIZE = 256  # packets kept for retransmission: about 1 s of 2.5 Mbit/s video, 2 s of 1 Mbit/s
 RING_MASK = RING_SIZE - 1
 YOUNG_PACKETS = 256  # after a start, drop packets older than the start point for this long
 

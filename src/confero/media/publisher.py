@@ -72,6 +72,7 @@ class Publisher(Peer):
         """Apply the client's offer and return the answer SDP."""
         await self._set_remote(offer_sdp, "offer")
         for transceiver in self.pc.getTransceivers():
+            aiortc_hooks.never_decode(transceiver.receiver)
             kind = transceiver.kind
             if kind not in ("audio", "video") or self.track(kind) is not None:
                 aiortc_hooks.restrict_codecs(transceiver, ())
