@@ -38,7 +38,7 @@ async def open_tab(context: Any, server: Server, mode: str = "module") -> Any:
     return page
 
 
-async def wait_event(page: Any, info: str, match: Any = None, timeout: float = 15, since: int = 0) -> Any:
+async def wait_event(page: Any, info: str, match: Any = None, timeout: float = 30, since: int = 0) -> Any:
     return await page.evaluate(
         "([i, m, t, s]) => H.wait(i, m === null ? {} : m, t, s)", [info, match, int(timeout * 1000), since]
     )
@@ -57,7 +57,7 @@ async def member_frames(page: Any) -> dict[str, int]:
     )
 
 
-async def wait_members_advancing(pages: list, expected: list[set[str]], timeout: float = 25) -> None:
+async def wait_members_advancing(pages: list, expected: list[set[str]], timeout: float = 45) -> None:
     """Each page shows exactly the expected members' videos, and their decoded frames advance."""
     deadline = time.monotonic() + timeout
     while True:
@@ -80,7 +80,7 @@ async def close_pages(pages: list) -> None:
         await page.close()
 
 
-async def wait_true(page: Any, expression: str, timeout: float = 10) -> None:
+async def wait_true(page: Any, expression: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not await page.evaluate(expression):
         if time.monotonic() > deadline:

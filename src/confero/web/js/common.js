@@ -155,3 +155,34 @@ export function iceText(state) {
     }[state] || state
   );
 }
+
+/**
+ * Create the page's WebRTCAdaptor; a failure (no WebSocket support, bad options) is shown on the
+ * page instead of vanishing into the console.
+ * @param {any} WebRTCAdaptor the SDK's class
+ * @param {Notices} notices the page's status and error area
+ * @param {object} options constructor options (websocket_url defaults to this application's)
+ * @returns {any} the adaptor, or null when it could not start
+ */
+export function startAdaptor(WebRTCAdaptor, notices, options) {
+  try {
+    return new WebRTCAdaptor({ websocket_url: websocketURL(), debug: false, ...options });
+  } catch (error) {
+    notices.error(error);
+    notices.status("The page could not start.", "error");
+    return null;
+  }
+}
+
+/**
+ * The page's test and debugging hook: window.conferoPage.state() and friends.
+ * @param {object} state the page's state object
+ * @param {Notices} notices the page's status and error area
+ * @param {object} extra more functions to expose (remoteIds, adaptor, ...)
+ */
+export function exposePage(state, notices, extra) {
+  window.conferoPage = {
+    state: () => ({ ...state, errors: notices.list(), status: notices.lastStatus }),
+    ...extra,
+  };
+}
