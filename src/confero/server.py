@@ -28,6 +28,9 @@ from confero.store import SqliteStore, Store
 
 logger = logging.getLogger(__name__)
 
+#: Generation thresholds for the garbage collector (CPython's default is 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 20)
+
 CODEC_MIME = {"vp8": "video/VP8", "h264": "video/H264", "opus": "audio/opus"}
 
 
@@ -83,8 +86,11 @@ class Server:
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
         # Everything made so far lives as long as the server: keep it out of every future
-        # garbage collection, which shortens the full collections that stall the event loop.
+        # garbage collection, and collect less often so that fewer short-lived objects reach
+        # the old generation, whose full collections stalled the event loop for 80-240 ms while
+        # peers joined (BENCHMARKS.md: p99 latency at 70 % load 74-94 ms -> 3.6-4.5 ms).
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         logger.info(
             "confero listening on %s:%d, applications %s",
             self.settings.host,

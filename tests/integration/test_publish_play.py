@@ -143,3 +143,12 @@ async def test_stop_frees_the_stream_id_at_once(server: Server) -> None:
         await second.stop()
     finally:
         await sock.close()
+
+
+async def test_server_tunes_the_garbage_collector(server: Server) -> None:
+    """Full collections stalled the loop while peers joined; the server collects less often."""
+    import gc
+
+    from confero.server import GC_THRESHOLDS
+
+    assert gc.get_threshold() == GC_THRESHOLDS
