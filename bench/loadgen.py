@@ -602,14 +602,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--host must be a loopback address")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="loadgen %(levelname)s %(name)s: %(message)s")
     loopback_only()
-    if not args.no_uvloop:
+    return run_on_loop(run(args), uvloop=not args.no_uvloop)
+
+
+def run_on_loop(coroutine: Any, *, uvloop: bool = True) -> Any:
+    """Run the load generator's main coroutine, on uvloop when it is installed and wanted."""
+    if uvloop:
         try:
-            import uvloop
+            import uvloop as _uvloop
         except ImportError:
             pass
         else:
-            return uvloop.run(run(args))
-    return asyncio.run(run(args))
+            return _uvloop.run(coroutine)
+    return asyncio.run(coroutine)
 
 
 if __name__ == "__main__":

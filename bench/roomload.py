@@ -66,7 +66,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.codecs.vpx import Vp8Encoder
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadgen import Signal, encode_vp8, loopback_only, new_pc, rtp_payload, vp8_keyframe_start  # noqa: E402
+from loadgen import Signal, encode_vp8, loopback_only, new_pc, rtp_payload, run_on_loop, vp8_keyframe_start  # noqa: E402
 
 logger = logging.getLogger("bench.roomload")
 
@@ -1093,14 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
         rtcdtlstransport.SRTP_PROFILES[:] = [p for p in rtcdtlstransport.SRTP_PROFILES if p.openssl_profile == b"SRTP_AES128_CM_SHA1_80"]
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="roomload %(levelname)s %(name)s: %(message)s")
     loopback_only()
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.run(run(args))
-    return asyncio.run(run(args))
+    return run_on_loop(run(args), uvloop=not args.no_uvloop)
 
 
 if __name__ == "__main__":
