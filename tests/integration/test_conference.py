@@ -278,3 +278,14 @@ async def test_closing_the_socket_is_leaving(server: Server) -> None:
         assert info["streams"] == []
     finally:
         await close_all([stay, go])
+
+
+async def test_a_second_room_play_on_one_connection_is_already_playing(server: Server) -> None:
+    member = await Member.join(server, "twice", room="again")
+    try:
+        await member.play("again", room="again", track_list=["!twice"])
+        await member.sock.send({"command": "play", "streamId": "again", "room": "again"})
+        error = await member.sock.wait_for(definition="already_playing", timeout=5)
+        assert error["streamId"] == "again"
+    finally:
+        await close_all([member])

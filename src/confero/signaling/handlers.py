@@ -40,7 +40,7 @@ def error_message(exc: BaseException, stream_id: str = "") -> m.Error:
 
 def event_message(event: events.Event) -> m.Message | m.Raw:
     match event:
-        case events.Relay(_stream_id, payload):
+        case events.Relay(_, payload):
             return m.Raw(payload)
         case events.Offer(stream_id, sdp, mapping):
             return m.TakeConfigurationOut(stream_id=stream_id, type="offer", sdp=sdp, id_mapping=mapping)
@@ -96,12 +96,18 @@ async def get_ice_server_config(session: SignalingSession, command: m.Command) -
     )
 
 
+def refuse_if_in_use(session: SignalingSession, stream_id: str) -> None:
+    """One connection publishes or plays an id at most once at a time."""
+    owned = session.owned.get(stream_id)
+    if owned is not None:
+        kind = "already_publishing" if isinstance(owned, Publication) else "already_playing"
+        raise ConferoError(f"{stream_id} is already in use on this connection", definition=kind)
+
+
 async def publish(session: SignalingSession, command: m.Command) -> None:
     assert isinstance(command, m.Publish)
     stream_id = command.stream_id
-    if stream_id in session.owned:
-        kind = "already_publishing" if isinstance(session.owned[stream_id], Publication) else "already_playing"
-        raise ConferoError(f"{stream_id} is already in use on this connection", definition=kind)
+    refuse_if_in_use(session, stream_id)
     # The room: `mainTrack` (multitrack flow), or the room this connection joined with this id (legacy).
     room = command.main_track or session.room_of(stream_id)
     publication = await session.app.publish(
@@ -121,9 +127,7 @@ async def publish(session: SignalingSession, command: m.Command) -> None:
 async def play(session: SignalingSession, command: m.Command) -> None:
     assert isinstance(command, m.Play)
     stream_id = command.stream_id
-    if stream_id in session.owned:
-        kind = "already_playing" if isinstance(session.owned[stream_id], Playback) else "already_publishing"
-        raise ConferoError(f"{stream_id} is already in use on this connection", definition=kind)
+    refuse_if_in_use(session, stream_id)
     playback = await session.app.play(
         session,
         stream_id,
