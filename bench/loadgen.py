@@ -356,19 +356,7 @@ class CountingPlayer:
             self.samples_bad += 1
 
     def _count(self, data: bytes) -> None:
-        seq = (data[2] << 8) | data[3]
-        max_seq = self.max_seq
-        if max_seq < 0:
-            self.max_seq = seq
-        else:
-            d = (seq - max_seq) & 0xFFFF
-            if d == 0:
-                self.dups += 1
-            elif d < 0x8000:
-                self.gaps += d - 1
-                self.max_seq = seq
-            else:
-                self.late += 1
+        count_sequence(self, (data[2] << 8) | data[3])
 
     async def start(self, timeout: float) -> None:
         await self.signal.open()
@@ -603,6 +591,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="loadgen %(levelname)s %(name)s: %(message)s")
     loopback_only()
     return run_on_loop(run(args), uvloop=not args.no_uvloop)
+
+
+def count_sequence(stats: Any, seq: int) -> None:
+    """Sequence accounting from the clear RTP header: `stats` has max_seq (-1 at first), gaps, late, dups."""
+    max_seq = stats.max_seq
+    if max_seq < 0:
+        stats.max_seq = seq
+        return
+    d = (seq - max_seq) & 0xFFFF
+    if d == 0:
+        stats.dups += 1
+    elif d < 0x8000:
+        stats.gaps += d - 1
+        stats.max_seq = seq
+    else:
+        stats.late += 1
 
 
 def run_on_loop(coroutine: Any, *, uvloop: bool = True) -> Any:

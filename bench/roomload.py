@@ -62,11 +62,23 @@ from typing import Any, Callable
 
 import aiohttp
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs.vpx import Vp8Encoder
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadgen import Signal, encode_vp8, loopback_only, new_pc, rtp_payload, run_on_loop, vp8_keyframe_start  # noqa: E402
+from loadgen import (  # noqa: E402
+    Signal,
+    count_sequence,
+    encode_vp8,
+    loopback_only,
+    new_pc,
+    rtp_payload,
+    run_on_loop,
+    vp8_keyframe_start,
+)
+
+from confero.media.aiortc_hooks import IdleTrack  # noqa: E402  (the same idle sender the server uses)
+from confero.media.rtp import mid_extension  # noqa: E402
 
 logger = logging.getLogger("bench.roomload")
 
@@ -142,33 +154,6 @@ def encode_opus(frames: int, bitrate: int) -> list[bytes]:
     if not out:
         raise RuntimeError("libopus produced no packets")
     return out
-
-
-class IdleTrack(MediaStreamTrack):
-    """Never yields: the aiortc sender exists for SDP/SSRC/RTCP only; RawSender sends the RTP."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
-        self._never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def recv(self) -> Any:
-        await self._never
-        raise RuntimeError("unreachable")
-
-    def stop(self) -> None:
-        super().stop()
-        if not self._never.done():
-            self._never.cancel()
-
-
-def mid_extension(ext_id: int | None, mid: str | None) -> bytes:
-    """One-byte-header RTP extension block carrying the MID (RFC 8843), or b"" if not negotiated."""
-    if not ext_id or not mid:
-        return b""
-    body = bytes([(ext_id << 4) | (len(mid) - 1)]) + mid.encode()
-    body += b"\0" * (-len(body) % 4)
-    return b"\xbe\xde" + struct.pack("!H", len(body) // 4) + body
 
 
 def add_send_transceivers(pc: RTCPeerConnection) -> None:
@@ -419,19 +404,7 @@ class Sink:
         st.bytes += len(data)
         if st.kind == "rtx":
             return None
-        seq = (data[2] << 8) | data[3]
-        max_seq = st.max_seq
-        if max_seq < 0:
-            st.max_seq = seq
-        else:
-            d = (seq - max_seq) & 0xFFFF
-            if d == 0:
-                st.dups += 1
-            elif d < 0x8000:
-                st.gaps += d - 1
-                st.max_seq = seq
-            else:
-                st.late += 1
+        count_sequence(st, (data[2] << 8) | data[3])
         return st
 
     def hook_dtls(self, pc: RTCPeerConnection) -> None:
