@@ -342,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=None, help="idle window without publisher (default 4)")
     parser.add_argument("--fps", type=float, default=200.0, help="publisher frames/s (~10 packets each)")
     parser.add_argument("--pin", action="store_true", help="server on CPU 0, load generator on CPU 1")
+    parser.add_argument("--engine", choices=("compiled", "python"), default="compiled", help="the server's fan-out engine (python: --compiled-fanout false)")
     parser.add_argument("--no-uvloop-client", action="store_true", help="load generator on asyncio")
     parser.add_argument("--out", default=str(BENCH / "results" / "quick.json"))
     args = parser.parse_args(argv)
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", str(tmp / "data"),
         "--ice-address", "127.0.0.1",
         "--log-level", "WARNING",
+        "--compiled-fanout", "true" if args.engine == "compiled" else "false",
     ]  # fmt: skip
     loadgen_cmd = [
         sys.executable, str(BENCH / "loadgen.py"),

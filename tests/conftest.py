@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from confero.media import aiortc_hooks
+from confero.media import aiortc_hooks, fanout
 from confero.server import Server
 from confero.settings import Settings
 from tests.amsclient import loopback_only
@@ -78,8 +78,11 @@ def assert_no_leaks(server: Server) -> None:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = Server(make_settings(tmp_path))
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
+    """A server on loopback; `indirect` parametrization picks the fan-out engine by name."""
+    engine = getattr(request, "param", "compiled")
+    srv = Server(make_settings(tmp_path, compiled_fanout=engine == "compiled"))
+    assert srv.router.config.engine.name == engine, "the compiled fan-out is not built (pip install -e .)"
     await srv.start()
     try:
         yield srv
@@ -95,6 +98,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         await srv.close()
     await assert_no_pending_tasks()
     gc.collect()
+    assert fanout.open_outputs() == 0, "an Output kept its socket descriptor"
 
 
 async def assert_no_pending_tasks(timeout: float = 5.0) -> None:

@@ -20,7 +20,7 @@ from confero.api.guards import rest_guard
 from confero.api.pages import add_page_routes
 from confero.api.routes import APPLICATIONS, add_routes, error_response
 from confero.domain.application import Application
-from confero.media import IcePolicy, PeerConfig, Router
+from confero.media import IcePolicy, PeerConfig, Router, fanout
 from confero.settings import Settings
 from confero.signaling.endpoint import websocket_handler
 from confero.signaling.session import SignalingSession
@@ -56,6 +56,7 @@ class Server:
                 ice=IcePolicy(addresses=addresses, port_range=settings.port_range()),
                 announced_address=settings.announced_address or None,
                 max_bitrate=settings.max_bitrate,
+                engine=fanout.select(settings.compiled_fanout),
             ),
             codec_mimes(settings.codecs),
         )
@@ -92,10 +93,11 @@ class Server:
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
         logger.info(
-            "confero listening on %s:%d, applications %s",
+            "confero listening on %s:%d, applications %s, %s fan-out",
             self.settings.host,
             self.port,
             ", ".join(self.applications),
+            self.router.config.engine.name,
         )
 
     async def close(self) -> None:

@@ -123,6 +123,9 @@ class Settings:
     )
     max_bitrate: int = _opt("bitrate (bit/s) publishers are told they may send (REMB)", default=2_500_000)
     publish_timeout: float = _opt("seconds a publish or play may take to connect", default=20.0)
+    compiled_fanout: bool = _opt(
+        "forward with the compiled fan-out when it is built (false: the pure-Python engine)", default=True
+    )
     apps: dict[str, AppSettings] = field(default_factory=dict, metadata={"help": "", "flag": None, "file_only": True})
 
     # -- derived -------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import pytest
 from confero.server import Server
 from tests.amsclient import AmsSocket, Player, Publisher
 
-pytestmark = pytest.mark.integration
+# Both fan-out engines (compiled and pure Python) forward, retransmit and report the same.
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("server", ["compiled", "python"], indirect=True)]
 
 
 async def notification(sock: AmsSocket, definition: str, stream_id: str, timeout: float = 10) -> dict:

@@ -13,7 +13,8 @@ from aiortc.rtp import RtcpPacket, RtcpSrPacket
 from confero.server import Server
 from tests.amsclient import AmsSocket, Player, Publisher
 
-pytestmark = pytest.mark.integration
+# Both fan-out engines (compiled and pure Python) forward, retransmit and report the same.
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("server", ["compiled", "python"], indirect=True)]
 
 NTP_EPOCH = 2208988800
 

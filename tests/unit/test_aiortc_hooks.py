@@ -31,7 +31,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket
 from aiortc.sdp import SessionDescription
 
-from confero.media import aiortc_hooks, rtp
+from confero.media import aiortc_hooks, fanout, rtp
 from confero.media.aiortc_hooks import IcePolicy, IdleTrack, TransportTap
 from tests.amsclient import (
     build_publisher_pc,
@@ -616,6 +616,37 @@ async def test_tap_send_rtp_reaches_the_remote_peer(peers: Peers) -> None:
     await wait_until(lambda: len(remote.rtp) >= len(packets), 3, "the injected RTP")
     assert remote.rtp == packets
     assert tap.send_errors == 0
+    remote_tap.close()
+    link.stop()
+
+
+@pytest.mark.parametrize("engine_name", ["compiled", "python"])
+async def test_tap_rtp_output_reaches_the_remote_peer(peers: Peers, engine_name: str) -> None:
+    """rtp_output(engine): the compiled Output finds the socket, the remote address, the SRTP
+    context and srtp_protect inside aioice and pylibsrtp; the remote peer decrypts what it sends."""
+    engine = fanout.COMPILED if engine_name == "compiled" else fanout.PYTHON
+    assert engine is not None, "the compiled fan-out is not built"
+    link = TappedLink(peers)
+    await link.start()
+    tap = link.tap
+    assert tap is not None
+    remote = Recorder()
+    remote_tap = TransportTap(aiortc_hooks.dtls_transports(link.sender_pc)[0], on_rtp=remote.on_rtp)
+    output = tap.rtp_output(engine)
+    assert isinstance(output, engine.Output)
+    assert tap.rtp_output(engine) is output  # one per tap
+    packets = [rtp.HEADER.pack(0x80, 100, 7000 + i, 3000 * i, 0x5EED) + bytes([i]) * (100 + i) for i in range(4)]
+    for packet in packets:
+        assert output.send(packet)
+    await wait_until(lambda: len(remote.rtp) >= len(packets), 3, "the Output's RTP")
+    assert remote.rtp == packets
+    assert output.sent == len(packets) and output.errors == 0
+    before = fanout.open_outputs()
+    tap.close()  # closes the Output with the tap
+    assert output.closed and not output.send(packets[0])
+    if engine.compiled:
+        assert fanout.open_outputs() == before - 1
+    assert tap.rtp_output(engine) is None
     remote_tap.close()
     link.stop()
 

@@ -378,6 +378,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "float": ("1.25", 1.25),
     "str": ("sample", "sample"),
     "list[str]": ("one", ["one"]),
+    "bool": ("false", False),  # every bool defaults to true, so "false" shows the setting took
 }
 
 

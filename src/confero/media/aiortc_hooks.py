@@ -267,6 +267,8 @@ class TransportTap:
         self._sendto: Callable[[bytes, Any], None] | None = None
         self._addr: tuple[str, int] | None = None
         self._protocol: Any = None
+        self._pair_transport: Any = None
+        self._output: Any = None
         self.send_errors = 0
         self.srtp_errors = 0
 
@@ -311,7 +313,8 @@ class TransportTap:
             return
         self._protect = srtp_function(tx, "protect")
         self._protect_rtcp = srtp_function(tx, "protect_rtcp")
-        self._sendto = pair.protocol.transport.sendto
+        self._pair_transport = pair.protocol.transport
+        self._sendto = self._pair_transport.sendto
         self._addr = pair.remote_addr
         self.ready = True
         if self._on_rtp is not None:
@@ -361,10 +364,43 @@ class TransportTap:
             self.send_errors += 1
 
     def rtp_sender(self) -> tuple[Callable[[bytes], bytes], Callable[[bytes, Any], None], Any] | None:
-        """(protect, sendto, addr) for callers that inline the send (DownTrack's hot path)."""
+        """(protect, sendto, addr): the send path as plain callables."""
         if self._sendto is None or self._protect is None:
             return None
         return self._protect, self._sendto, self._addr
+
+    def rtp_output(self, engine: Any) -> Any:
+        """The fan-out engine's Output for this transport (one per tap, closed with it), or None
+        before DTLS is connected.
+
+        The compiled engine gets what it needs to send without Python: the nominated socket's
+        descriptor (it dup()s it), the remote address, libsrtp's `srtp_t` of the transmit
+        session and the address of `srtp_protect` in pylibsrtp's own libsrtp.
+        """
+        if self._output is not None and not self._output.closed and isinstance(self._output, engine.Output):
+            return self._output
+        sender = self.rtp_sender()
+        if sender is None:
+            return None
+        if self._output is not None:
+            self._output.close()
+        if engine.compiled:
+            from pylibsrtp._binding import ffi, lib
+
+            tx = self.dtls._tx_srtp
+            sock = self._pair_transport.get_extra_info("socket")
+            host, port = self._addr[0], self._addr[1]  # type: ignore[index]
+            self._output = engine.Output(
+                sock.fileno(),
+                host,
+                port,
+                int(ffi.cast("uintptr_t", tx._srtp[0])),
+                int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
+                tx,
+            )
+        else:
+            self._output = engine.Output(*sender)
+        return self._output
 
     def close(self) -> None:
         """Drop references; the transport itself is closed by its peer connection."""
@@ -372,6 +408,10 @@ class TransportTap:
         self._sendto = None
         self._protect = None
         self._protect_rtcp = None
+        self._pair_transport = None
+        if self._output is not None:
+            self._output.close()
+            self._output = None
         self._on_rtp = None
         self._on_rtcp = None
         self._on_ready = None

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from confero.media import aiortc_hooks
+from confero.media import aiortc_hooks, fanout
 from confero.media.aiortc_hooks import IcePolicy
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class PeerConfig:
     ice: IcePolicy = field(default_factory=IcePolicy)
     announced_address: str | None = None
     max_bitrate: int = 2_500_000
+    engine: fanout.Engine = field(default_factory=fanout.select)
 
 
 _CANDIDATE_RE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$", re.M)

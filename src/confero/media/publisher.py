@@ -106,6 +106,7 @@ class Publisher(Peer):
                 nack=nack,
                 request_keyframe=self._send_pli,
                 send_nack=self._send_nack,
+                engine=self.config.engine,
             )
             self.uptracks.append(uptrack)
             self._by_pt[chosen.payloadType] = (uptrack, False)

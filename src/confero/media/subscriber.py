@@ -174,11 +174,11 @@ class Subscriber(Peer):
     def _ready(self) -> None:
         if self.closed or self._tap is None:
             return
-        sender = self._tap.rtp_sender()
-        if sender is None:
+        output = self._tap.rtp_output(self.config.engine)
+        if output is None:
             return
         for downtrack in self.downtracks:
-            downtrack.start(*sender)
+            downtrack.start(output)
 
     def _source_closed(self, downtrack: DownTrack) -> None:
         if self._on_source_closed is not None:

@@ -1,8 +1,9 @@
 """UpTrack: one incoming RTP stream of a Publisher, and the fan-out loop to its DownTracks.
 
 Per packet (the hot path) it peeks the header, keeps sequence/loss state for receiver reports
-and NACKs, detects keyframes only while some DownTrack waits for one, and hands the payload to
-every DownTrack. No awaits, no per-packet objects.
+and NACKs, detects keyframes only while some DownTrack waits for one, and hands the packet to
+the fan-out engine with the list of its DownTracks' Copies (one call for all copies). No
+awaits, no per-packet objects.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from confero.media import rtp
+from confero.media import fanout, rtp
 
 if TYPE_CHECKING:
     from confero.media.downtrack import DownTrack
@@ -40,14 +41,18 @@ class UpTrack:
         nack: bool,
         request_keyframe: Callable[[UpTrack], None],
         send_nack: Callable[[UpTrack, list[int]], None],
+        engine: fanout.Engine | None = None,
     ) -> None:
         self.kind = kind
+        self.engine = engine or fanout.select()
+        self._fanout = self.engine.fanout
         self.codec = codec
         self.payload_type = codec.payloadType
         self.rtx_payload_type = rtx_payload_type
         self.clock_rate = codec.clockRate
         self.ssrc: int | None = None
         self.downtracks: list[DownTrack] = []
+        self.copies: list[object] = []  # downtracks[i].copy, the list the engine walks
         self.pending = 0  # DownTracks waiting for a keyframe
         self._is_keyframe = rtp.keyframe_detector(codec.mimeType)
         self._request_keyframe = request_keyframe
@@ -103,19 +108,18 @@ class UpTrack:
             elif self.missing and self.missing.pop(seq, None) is not None:
                 self.recovered += 1
         self.packets += 1
-        payload = data[offset:]
-        self.octets += len(payload)
+        self.octets += len(data) - offset
         keyframe = False
         if self.pending:
             detector = self._is_keyframe
-            keyframe = detector is None or detector(payload)
+            keyframe = detector is None or detector(data[offset:])
             if keyframe:
                 self.keyframes += 1
-        pad = b0 & 0x20
-        marker = data[1] & 0x80
-        ts = rtp.U32.unpack_from(data, 4)[0]
-        for downtrack in self.downtracks:
-            downtrack.write(pad, marker, seq, ts, payload, keyframe)
+        if self.copies:
+            started = self._fanout(self.copies, data, offset, keyframe)
+            if started is not None:
+                for downtrack in [self.downtracks[i] for i in started]:
+                    downtrack.started()
 
     def _gap(self, max_seq: int, delta: int) -> None:
         now = time.monotonic()
@@ -134,13 +138,18 @@ class UpTrack:
 
     def attach(self, downtrack: DownTrack) -> None:
         if downtrack not in self.downtracks:
+            if not isinstance(downtrack.copy, self.engine.Copy):
+                raise TypeError(f"a {type(downtrack.copy).__name__} cannot join the {self.engine.name} fan-out")
             self.downtracks.append(downtrack)
+            self.copies.append(downtrack.copy)
             self.pending += 1
             self.request_keyframe()
 
     def detach(self, downtrack: DownTrack) -> None:
         if downtrack in self.downtracks:
-            self.downtracks.remove(downtrack)
+            index = self.downtracks.index(downtrack)
+            del self.downtracks[index]
+            del self.copies[index]
             if downtrack.waiting:
                 self.pending -= 1
 
@@ -211,6 +220,7 @@ class UpTrack:
         for downtrack in list(self.downtracks):
             downtrack.source_closed()
         self.downtracks.clear()
+        self.copies.clear()
         self.pending = 0
 
     def dump(self) -> dict[str, object]:

@@ -1,0 +1,369 @@
+"""The fan-out engines (compiled C and pure Python) against real SRTP and real UDP sockets.
+
+Each test runs on both engines: packets go through `fanout()`, are protected with a real
+libsrtp session, sent over a loopback socket, received, unprotected and compared byte for
+byte with what the rewrite must produce.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pylibsrtp
+import pytest
+
+from confero.media import fanout
+from confero.media.aiortc_hooks import srtp_function
+
+KEY = bytes(range(30))  # AES_CM_128 master key (16) + salt (14)
+ENGINES = ["compiled", "python"]
+
+
+def engine_named(name: str) -> fanout.Engine:
+    engine = fanout.COMPILED if name == "compiled" else fanout.PYTHON
+    assert engine is not None, "the compiled fan-out is not built (pip install -e .)"
+    return engine
+
+
+def srtp_pair(allow_repeat_tx: bool = True) -> tuple[pylibsrtp.Session, pylibsrtp.Session]:
+    """A transmit and a receive session; the transmit policy is aiortc's (resends allowed)."""
+    tx_policy = pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    tx_policy.allow_repeat_tx = allow_repeat_tx
+    tx_policy.window_size = 1024
+    rx_policy = pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    rx_policy.allow_repeat_tx = True  # the test reads a plain resend back with the same session
+    rx_policy.window_size = 1024
+    return pylibsrtp.Session(tx_policy), pylibsrtp.Session(rx_policy)
+
+
+def packet(seq: int, ts: int, payload: bytes, *, pt: int = 96, marker: bool = False, ssrc: int = 0x11111111,
+           pad: bool = False, ext: bytes = b"") -> bytes:  # fmt: skip
+    b0 = 0x80 | (0x20 if pad else 0) | (0x10 if ext else 0)
+    return struct.pack("!BBHII", b0, (0x80 if marker else 0) | pt, seq, ts, ssrc) + ext + payload
+
+
+@dataclass
+class Link:
+    """One subscriber connection: an Output sending to a receiving socket we read back."""
+
+    engine: fanout.Engine
+    output: Any
+    receiver: socket.socket
+    sender: socket.socket
+    rx: pylibsrtp.Session
+
+    def received(self, expected: int, raw: bool = False) -> list[bytes]:
+        """The next `expected` packets, unprotected (raw: as they came, still SRTP)."""
+        out = []
+        for _ in range(expected):
+            data = self.receiver.recv(4096)
+            out.append(data if raw else self.rx.unprotect(data))
+        self.receiver.setblocking(False)
+        try:
+            extra = self.receiver.recv(4096)
+        except BlockingIOError:
+            pass
+        else:
+            raise AssertionError(f"more than {expected} packets arrived: {extra!r}")
+        finally:
+            self.receiver.setblocking(True)
+        return out
+
+    def close(self) -> None:
+        self.output.close()
+        self.receiver.close()
+        self.sender.close()
+
+
+def make_link(
+    engine: fanout.Engine, family: int = socket.AF_INET, host: str = "127.0.0.1", allow_repeat_tx: bool = True
+) -> Link:
+    receiver = socket.socket(family, socket.SOCK_DGRAM)
+    receiver.bind((host, 0))
+    receiver.settimeout(2)
+    sender = socket.socket(family, socket.SOCK_DGRAM)
+    sender.bind((host, 0))
+    sender.setblocking(False)
+    tx, rx = srtp_pair(allow_repeat_tx)
+    addr = receiver.getsockname()
+    if engine.compiled:
+        from pylibsrtp._binding import ffi, lib
+
+        output = engine.Output(
+            sender.fileno(),
+            addr[0],
+            addr[1],
+            int(ffi.cast("uintptr_t", tx._srtp[0])),
+            int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
+            tx,
+        )
+    else:
+        output = engine.Output(srtp_function(tx, "protect"), sender.sendto, addr)
+    return Link(engine, output, receiver, sender, rx)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> fanout.Engine:
+    return engine_named(request.param)
+
+
+@pytest.fixture
+def link(engine: fanout.Engine) -> Iterator[Link]:
+    before = fanout.open_outputs()
+    link = make_link(engine)
+    yield link
+    link.close()
+    assert fanout.open_outputs() == before
+
+
+MID_EXT = b"\xbe\xde\x00\x01\x10\x30\x00\x00"  # RFC 8285 one-byte header: id 1, MID "0"
+
+
+def copy_of(engine: fanout.Engine, **kwargs: Any) -> Any:
+    args: dict[str, Any] = dict(ring=True, next_seq=1000, next_ts=5000, rtx_seq=200)
+    args.update(kwargs)
+    return engine.Copy(0x22222222, 100, MID_EXT, **args)
+
+
+def test_rewrite_protect_send(link: Link) -> None:
+    copy = copy_of(link.engine)
+    copy.set_output(link.output)
+    copies = [copy]
+    run = link.engine.fanout
+    # Before a keyframe nothing is sent.
+    assert run(copies, packet(40, 900, b"delta"), 12, False) is None
+    assert copy.waiting and copy.packets == 0
+    # The keyframe starts the copy: its index comes back, numbering starts at next_seq/next_ts.
+    assert run(copies, packet(41, 1000, b"key", marker=True), 12, True) == [0]
+    assert not copy.waiting
+    run(copies, packet(42, 4000, b"next", pad=True), 12, False)
+    run(copies, packet(43, 4000, b"x" * 1200, ext=MID_EXT), 20, False)  # the source's extension is replaced
+    got = link.received(3)
+    assert got == [
+        packet(1000, 5000, b"key", pt=100, marker=True, ssrc=0x22222222, ext=MID_EXT),
+        packet(1001, 8000, b"next", pt=100, ssrc=0x22222222, ext=MID_EXT, pad=True),
+        packet(1002, 8000, b"x" * 1200, pt=100, ssrc=0x22222222, ext=MID_EXT),
+    ]
+    assert (copy.packets, copy.octets, copy.send_errors) == (3, 3 + 4 + 1200, 0)
+    assert (copy.last_seq, copy.last_ts, copy.seq_off, copy.ts_off) == (1002, 8000, 1000 - 41, 4000)
+    assert link.output.sent == 3
+
+
+def test_sequence_and_timestamp_wrap(link: Link) -> None:
+    copy = copy_of(link.engine, next_seq=0xFFFF, next_ts=0xFFFFFFFF)
+    copy.set_output(link.output)
+    link.engine.fanout([copy], packet(10, 10, b"a"), 12, True)
+    link.engine.fanout([copy], packet(11, 20, b"b"), 12, False)
+    assert [p[2:8] for p in link.received(2)] == [
+        struct.pack("!HI", 0xFFFF, 0xFFFFFFFF),
+        struct.pack("!HI", 0, 9),
+    ]
+
+
+def test_young_copy_drops_packets_older_than_its_start(link: Link) -> None:
+    copy = copy_of(link.engine)
+    copy.set_output(link.output)
+    link.engine.fanout([copy], packet(500, 0, b"key"), 12, True)
+    link.engine.fanout([copy], packet(498, 0, b"late"), 12, False)  # reordered, before the start
+    link.engine.fanout([copy], packet(501, 0, b"ok"), 12, False)
+    assert [p[12 + len(MID_EXT) :] for p in link.received(2)] == [b"key", b"ok"]
+
+
+def test_disabled_copy_sends_nothing_and_does_not_start(link: Link) -> None:
+    copy = copy_of(link.engine)
+    copy.set_output(link.output)
+    copy.enabled = False
+    assert link.engine.fanout([copy], packet(1, 0, b"key"), 12, True) is None
+    assert copy.waiting
+    copy.enabled = True
+    assert link.engine.fanout([copy], packet(2, 0, b"key"), 12, True) == [0]
+    copy.enabled = False
+    link.engine.fanout([copy], packet(3, 0, b"off"), 12, False)
+    assert len(link.received(1)) == 1 and copy.packets == 1
+
+
+def test_many_copies_one_call(engine: fanout.Engine) -> None:
+    links = [make_link(engine) for _ in range(5)]
+    try:
+        copies = [copy_of(engine, next_seq=100 * i) for i in range(5)]
+        for copy, link in zip(copies, links):
+            copy.set_output(link.output)
+        copies[2].enabled = False
+        assert engine.fanout(copies, packet(7, 70, b"key"), 12, True) == [0, 1, 3, 4]
+        for i, link in enumerate(links):
+            if i == 2:
+                with pytest.raises(TimeoutError):
+                    link.received(1)
+            else:
+                (got,) = link.received(1)
+                assert struct.unpack_from("!H", got, 2)[0] == 100 * i
+    finally:
+        for link in links:
+            link.close()
+
+
+def test_retransmit_as_rtx_and_plain(engine: fanout.Engine) -> None:
+    for rtx in (True, False):
+        link = make_link(engine)
+        try:
+            kwargs: dict[str, Any] = {"rtx_ssrc": 0x33333333, "rtx_payload_type": 101} if rtx else {}
+            copy = copy_of(engine, **kwargs)
+            copy.set_output(link.output)
+            for i in range(5):
+                engine.fanout([copy], packet(10 + i, 100, bytes([i]) * 20, marker=i == 4), 12, i == 0)
+            sent_raw = link.received(5, raw=True)
+            sent = [link.rx.unprotect(p) for p in sent_raw]
+            copy.retransmit([1001, 1004, 999, 1200])  # 999 was never sent, 1200 not in the ring
+            if rtx:
+                got = link.received(2)
+                for n, (original, seq) in enumerate(((sent[1], 1001), (sent[4], 1004))):
+                    header = original[: 12 + len(MID_EXT)]
+                    expected = (
+                        bytes([header[0], (header[1] & 0x80) | 101])
+                        + struct.pack("!H", 200 + n)
+                        + header[4:8]
+                        + struct.pack("!I", 0x33333333)
+                        + MID_EXT
+                        + struct.pack("!H", seq)
+                        + original[len(header) :]
+                    )
+                    assert got[n] == expected
+            else:
+                # without RTX the same SRTP packet again (aiortc's policy allows repeated sends;
+                # a receiver's replay window would drop the copy it already has)
+                assert link.received(2, raw=True) == [sent_raw[1], sent_raw[4]]
+            assert copy.retransmitted == 2 and copy.send_errors == 0
+            copy.clear_ring()
+            copy.retransmit([1001])
+            link.received(0)
+        finally:
+            link.close()
+
+
+def test_resync_continues_the_numbering(link: Link) -> None:
+    copy = copy_of(link.engine)
+    copy.set_output(link.output)
+    link.engine.fanout([copy], packet(5, 100, b"k"), 12, True)
+    link.engine.fanout([copy], packet(6, 200, b"d"), 12, False)
+    copy.resync(3000)
+    assert copy.waiting
+    # the new source has other numbers; the copy goes on where it was
+    assert link.engine.fanout([copy], packet(60000, 123456, b"d"), 12, False) is None
+    assert link.engine.fanout([copy], packet(60001, 123456, b"k2"), 12, True) == [0]
+    got = link.received(3)
+    assert [struct.unpack_from("!HI", p, 2) for p in got] == [(1000, 5000), (1001, 5100), (1002, 8100)]
+
+
+def test_srtp_failure_is_counted_not_raised(engine: fanout.Engine) -> None:
+    link = make_link(engine, allow_repeat_tx=False)
+    try:
+        copy = copy_of(engine)
+        copy.set_output(link.output)
+        engine.fanout([copy], packet(1, 0, b"k"), 12, True)
+        sent = link.received(1)
+        copy.retransmit([1000])  # libsrtp refuses a repeated index without allow_repeat_tx
+        link.received(0)
+        assert copy.send_errors == 1 and copy.retransmitted == 0 and link.output.errors == 1
+        assert sent
+    finally:
+        link.close()
+
+
+def test_no_output_counts_errors_and_closed_output_drops(link: Link) -> None:
+    copy = copy_of(link.engine)
+    link.engine.fanout([copy], packet(1, 0, b"k"), 12, True)
+    assert copy.send_errors == 1 and copy.packets == 1
+    copy.set_output(link.output)
+    link.output.close()
+    link.output.close()  # idempotent
+    assert link.output.closed
+    link.engine.fanout([copy], packet(2, 0, b"d"), 12, False)
+    assert copy.send_errors == 2
+    link.received(0)
+
+
+def test_bad_input_is_refused(link: Link) -> None:
+    copy = copy_of(link.engine)
+    copy.set_output(link.output)
+    run = link.engine.fanout
+    with pytest.raises(ValueError):
+        run([copy], b"\x80\x60\x00", 12, True)
+    with pytest.raises(ValueError):
+        run([copy], packet(1, 0, b"abc"), 40, True)
+    with pytest.raises(TypeError):
+        run([object()], packet(1, 0, b"abc"), 12, True)
+    with pytest.raises(TypeError):
+        copy.set_output(object())
+    with pytest.raises(ValueError):
+        link.engine.Copy(1, 200, b"")
+    with pytest.raises(ValueError):
+        link.engine.Copy(1, 96, b"\x00" * 3)
+    # Oversized packets are dropped and counted.
+    run([copy], packet(1, 0, b"k"), 12, True)
+    run([copy], packet(2, 0, b"z" * 4000), 12, False)
+    assert copy.send_errors == 1 and len(link.received(1)) == 1
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_ipv6_output() -> None:
+    try:
+        link = make_link(engine_named("compiled"), socket.AF_INET6, "::1")
+    except OSError:
+        pytest.skip("::1 is not configured here")
+    try:
+        copy = copy_of(link.engine)
+        copy.set_output(link.output)
+        link.engine.fanout([copy], packet(1, 0, b"v6"), 12, True)
+        assert link.received(1)[0].endswith(b"v6")
+    finally:
+        link.close()
+
+
+def test_compiled_output_owns_a_duplicate_descriptor() -> None:
+    """The Output dup()s the socket: closing the original cannot leave it sending on a reused
+    descriptor number, and closing the Output releases its own."""
+    engine = engine_named("compiled")
+    link = make_link(engine)
+    copy = copy_of(engine)
+    copy.set_output(link.output)
+    before = fanout.open_outputs()
+    link.sender.close()  # aioice closes its socket first
+    # a new file takes the lowest free number, possibly the old socket's
+    reuse = os.open(os.devnull, os.O_WRONLY)
+    try:
+        engine.fanout([copy], packet(1, 0, b"still"), 12, True)
+        assert link.received(1)[0].endswith(b"still")  # sent on our own duplicate
+    finally:
+        os.close(reuse)
+    link.output.close()
+    assert fanout.open_outputs() == before - 1
+    link.receiver.close()
+
+
+def test_invalid_output_arguments() -> None:
+    engine = engine_named("compiled")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        with pytest.raises(ValueError):
+            engine.Output(sock.fileno(), "localhost", 5000, 1, 1, None)  # names are not resolved
+        with pytest.raises(ValueError):
+            engine.Output(sock.fileno(), "127.0.0.1", 0, 1, 1, None)
+        with pytest.raises(ValueError):
+            engine.Output(sock.fileno(), "127.0.0.1", 5000, 0, 1, None)
+        with pytest.raises(OSError):
+            engine.Output(-1, "127.0.0.1", 5000, 1, 1, None)
+    finally:
+        sock.close()
+
+
+def test_select_falls_back_to_python(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    assert fanout.select(False) is fanout.PYTHON
+    assert fanout.select(True) is fanout.COMPILED
+    monkeypatch.setattr(fanout, "COMPILED", None)
+    assert fanout.select(True) is fanout.PYTHON
+    assert "pure-Python" in caplog.text
