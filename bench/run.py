@@ -155,9 +155,11 @@ class ConferoTarget:
     label = "Confero"
     core_limit = 1.0  # one Python event loop
 
-    def __init__(self, tmp: Path, diagnose: bool = False) -> None:
+    def __init__(self, tmp: Path, diagnose: bool = False, engine: str = "compiled") -> None:
         self.tmp = tmp
         self.port = free_port()
+        if engine == "python":
+            self.name, self.label = "confero-python", "Confero (pure-Python fan-out)"
         entry = [str(BENCH / "diag_serve.py")] if diagnose else ["-m", "confero"]
         self.command = [
             sys.executable, *entry, "serve",
@@ -165,6 +167,7 @@ class ConferoTarget:
             "--data-dir", str(tmp / "data"),
             "--ice-address", "127.0.0.1",
             "--log-level", "WARNING",
+            "--compiled-fanout", "true" if engine == "compiled" else "false",
         ]  # fmt: skip
         self.log_path = tmp / "confero.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -369,7 +372,11 @@ def join_summary(samples: list[dict[str, Any]], expected: int) -> dict[str, Any]
 
 def sweep(kind: str, m: int, args: argparse.Namespace, deadline: float, log: Any) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-m{m}-"))
-    target: Any = ConferoTarget(tmp, args.diagnose) if kind == "confero" else JanusTarget(tmp)
+    target: Any
+    if kind == "janus":
+        target = JanusTarget(tmp)
+    else:
+        target = ConferoTarget(tmp, args.diagnose, "python" if kind == "confero-python" else "compiled")
     result: dict[str, Any] = {"server": kind, "m": m, "steps": [], "stop_reason": None, "tmp": str(tmp)}
     rooms_plan = step_plan(m, args.targets, args.max_participants)
     lg: LoadGen | None = None
@@ -385,7 +392,7 @@ def sweep(kind: str, m: int, args: argparse.Namespace, deadline: float, log: Any
         result["idle"] = {"cpu": cpu_delta(c0, c1)["cores"], "rss_mb": rss_mb(target.pid)}
         gen_cmd = [
             sys.executable, str(BENCH / "roomload.py"),
-            "--server", kind, "--port", str(target.port),
+            "--server", "janus" if kind == "janus" else "confero", "--port", str(target.port),
             "--bitrate", str(args.bitrate), "--sample", str(args.sample), "--srtp", args.srtp,
             "--max-participants", str(args.max_participants),
             "--max-seconds", str(int(max(60, deadline - time.monotonic() + 120))),
@@ -495,7 +502,7 @@ def sweep(kind: str, m: int, args: argparse.Namespace, deadline: float, log: Any
         result["exit"] = target.stop()
         text = target.log_text()
         n, lines = janus_problems(text) if kind == "janus" else problems_in(text)
-        if kind == "confero" and args.diagnose:
+        if kind != "janus" and args.diagnose:
             result["diag"] = [line for line in text.splitlines() if line.startswith("diag:")]
         result["server_log"] = {"problem_lines": n, "first": lines}
         gtext = (tmp / "roomload.log").read_text(errors="replace") if (tmp / "roomload.log").exists() else ""
@@ -689,7 +696,8 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
         print("NOTE: matplotlib is not installed: no plots (pip install matplotlib); tables are still written", file=sys.stderr)
         return []
     outdir.mkdir(parents=True, exist_ok=True)
-    colors = {"confero": "tab:blue", "janus": "tab:orange"}
+    colors = {"confero": "tab:blue", "confero-python": "tab:green", "janus": "tab:orange"}
+    servers = [s for s in colors if any(r["server"] == s for r in results)]
     markers = {2: "o", 4: "s", 6: "^", 8: "D", 3: "v", 5: "P", 10: "X", 12: "*"}
     written = []
 
@@ -698,7 +706,7 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
 
     # 1. server CPU vs forwarded pps
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for server in ("confero", "janus"):
+    for server in servers:
         for r in series(server):
             xs = [s["fwd_pps"] / 1000 for s in r["steps"]]
             ys = [s["server_cpu"] * 100 for s in r["steps"]]
@@ -715,7 +723,7 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
 
     # 2. latency p50/p99 vs forwarded pps
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for server in ("confero", "janus"):
+    for server in servers:
         steps = sorted((s for r in series(server) for s in r["steps"]), key=lambda s: s["fwd_pps"])
         xs = [s["fwd_pps"] / 1000 for s in steps]
         ax.plot(xs, [s["lat_kernel_ms"]["p50"] for s in steps], "o", color=colors[server], label=f"{server} p50", alpha=0.8)
@@ -733,7 +741,7 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
 
     # 3. CPU per participant vs participants, per M
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for server in ("confero", "janus"):
+    for server in servers:
         for r in series(server):
             ps = [s["participants"] for s in r["steps"]]
             axes[0].plot(ps, [s["cpu_per_participant_ms"] / 10 for s in r["steps"]], marker=markers.get(r["m"], "o"), color=colors[server], label=f"{server} M={r['m']}", alpha=0.8)
@@ -753,11 +761,11 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
     # 4. participants per core and memory
     ms = sorted({r["m"] for r in results})
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    width = 0.38
-    for i, server in enumerate(("confero", "janus")):
+    width = 0.8 / max(1, len(servers))
+    for i, server in enumerate(servers):
         per_m = summary.get(server, {}).get("per_m", {})
         vals = [per_m.get(m, {}).get("participants_per_core") or 0 for m in ms]
-        axes[0].bar([j + (i - 0.5) * width for j in range(len(ms))], vals, width, color=colors[server], label=server)
+        axes[0].bar([j + (i - (len(servers) - 1) / 2) * width for j in range(len(ms))], vals, width, color=colors[server], label=server)
         for r in series(server):
             axes[1].plot([0] + [s["participants"] for s in r["steps"]], [r.get("idle", {}).get("rss_mb", float("nan"))] + [s["rss_mb"] for s in r["steps"]], marker=markers.get(r["m"], "o"), color=colors[server], alpha=0.8, label=f"{server} M={r['m']}")
     axes[0].set_xticks(range(len(ms)), [f"M={m}" for m in ms])
@@ -916,7 +924,7 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
     L.append("")
     L.append("| server | M | largest zero-loss step (participants) | server CPU there (cores) | participants/core | CPU per participant (ms/s) | RSS slope (MB/participant) | ramp stopped by |")
     L.append("|---|---|---|---|---|---|---|---|")
-    for server, s in (("confero", s_c), ("janus", s_j)):
+    for server, s in data["summary"].items():
         for m, v in sorted((s.get("per_m") or {}).items()):
             L.append(f"| {server} | {m} | {v['participants']} | {v['server_cpu']:.3f} | {fmt(v['participants_per_core'], 1)} | "
                      f"{v['cpu_per_participant_ms']:.2f} | {fmt(v['rss_slope_mb'], 2)} | {v['stop_reason']} |")
@@ -925,12 +933,36 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
     L.append("")
     L.append("| server | fit | a (cores) | recv µs/pkt | copy µs/copy | R² | steps |")
     L.append("|---|---|---|---|---|---|---|")
-    for server, s in (("confero", s_c), ("janus", s_j)):
+    for server, s in data["summary"].items():
         for name in ("fit_net", "fit_raw"):
             f = s.get(name)
             if f:
                 L.append(f"| {server} | {'idle peers removed' if name == 'fit_net' else 'raw'} | {f['intercept_cores']:.4f} | {f['recv_us']:.2f} | {f['copy_us']:.2f} | {f['r2']:.3f} | {f['n']} |")
     L.append("")
+    s_p = data["summary"].get("confero-python") or {}
+    if s_p.get("steps"):
+        L.append("## Compiled fan-out: before and after (same run)")
+        L.append("")
+        L.append("The same ramps against Confero with `--compiled-fanout false` (the pure-Python engine, the code before "
+                 "`confero.media._fanout`), interleaved with the other servers in this run.")
+        L.append("")
+        L.append("| figure | compiled (after) | pure Python (before) | after/before |")
+        L.append("|---|---|---|---|")
+        bp = band.get("confero-python") or {}
+        for label, key, digits, src_c, src_p in (
+            ("receive path, µs per packet (fit, idle peers removed)", "recv_us", 2, s_c, s_p),
+            ("per forwarded copy, µs (fit, idle peers removed)", "copy_us", 2, s_c, s_p),
+            ("forwarded packets/s per core at zero loss", "fwd_pps_per_core", 0, s_c, s_p),
+            ("max forwarded packets/s at zero loss", "max_zero_loss_fwd_pps", 0, s_c, s_p),
+            ("participants per core at zero loss", "participants_per_core", 1, s_c, s_p),
+            ("server CPU per participant, ms/s", "cpu_per_participant_ms", 2, s_c, s_p),
+            ("memory per participant, MB", "mem_per_participant_mb", 2, s_c, s_p),
+            ("join → first keyframe p95, ms", "join_key_p95_ms", 0, s_c, s_p),
+        ):
+            c, p_ = src_c.get(key), src_p.get(key)
+            L.append(f"| {label} | {fmt(c, digits)} | {fmt(p_, digits)} | {fmt(ratio(c, p_), 2)} |")
+        L.append(f"| added latency p99, ms, pooled 60-80 % steps | {fmt(bc.get('p99'), 2)} | {fmt(bp.get('p99'), 2)} | {fmt(ratio(bc.get('p99'), bp.get('p99')), 2)} |")
+        L.append("")
     L.append("## Targets (issue), for Confero")
     L.append("")
     L.append("| target | value | met |")
@@ -1004,6 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Conference benchmark: Confero vs Janus VideoRoom on loopback.")
     parser.add_argument("--smoke", action="store_true", help="CI-sized run (< 60 s): M=2, one or two small steps")
     parser.add_argument("--confero-only", action="store_true")
+    parser.add_argument("--python-fanout", action="store_true", help="also ramp Confero with its pure-Python fan-out (before/after the compiled one)")
     parser.add_argument("--janus-only", action="store_true")
     parser.add_argument("--sizes", default=None, help="room sizes M (default 2,4,6,8; smoke 2)")
     parser.add_argument("--participants", default=None, help="participant targets of the ramp (default 8,24,48,64,80,96,128)")
@@ -1060,6 +1093,8 @@ def main(argv: list[str] | None = None) -> int:
         servers = ["confero"]
     if args.janus_only:
         servers = ["janus"]
+    if args.python_fanout:
+        servers.insert(1 if "confero" in servers else 0, "confero-python")
     janus_note = None
     if "janus" in servers and (janus_binary() is None):
         janus_note = "janus is not installed (apt-get install -y janus gcc libc6-dev): Confero only"

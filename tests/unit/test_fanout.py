@@ -7,6 +7,7 @@ byte with what the rewrite must produce.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import struct
@@ -367,3 +368,170 @@ def test_select_falls_back_to_python(monkeypatch: pytest.MonkeyPatch, caplog: py
     monkeypatch.setattr(fanout, "COMPILED", None)
     assert fanout.select(True) is fanout.PYTHON
     assert "pure-Python" in caplog.text
+
+
+# -- batching (compiled engine): queue per Output, flush once, runs leave as UDP GSO --------
+
+
+def strip_padding(packet: bytes) -> bytes:
+    """The packet as its sender meant it: RTP padding removed, P bit cleared."""
+    if not packet[0] & 0x20:
+        return packet
+    return bytes([packet[0] & ~0x20 & 0xFF]) + packet[1 : len(packet) - packet[-1]]
+
+
+@pytest.fixture
+def batching() -> Iterator[list[int]]:
+    """The compiled engine with a scheduler that only records its calls; tests flush by hand."""
+    from confero.media import _fanout
+
+    calls: list[int] = []
+    _fanout.set_scheduler(lambda: calls.append(1))
+    try:
+        yield calls
+    finally:
+        _fanout.set_scheduler(None)
+    assert _fanout.queued() == 0
+
+
+def test_batched_copies_wait_for_flush_and_arrive_in_order(batching: list[int]) -> None:
+    from confero.media import _fanout
+
+    engine = engine_named("compiled")
+    links = [make_link(engine) for _ in range(3)]
+    try:
+        copies = [copy_of(engine, next_seq=100 * i) for i in range(3)]
+        for copy, link in zip(copies, links):
+            copy.set_output(link.output)
+        # a keyframe of 6 packets of about the same size (as encoders split a frame), then audio
+        sizes = [1100, 1100, 1099, 1100, 1095, 700]
+        for n, size in enumerate(sizes):
+            engine.fanout(copies, packet(10 + n, 3000, bytes([n]) * size, marker=n == 5), 12, n == 0)
+        engine.fanout(copies, packet(16, 3000, b"\x07" * 90), 12, False)
+        assert batching == [1]  # one flush arranged for the whole batch
+        assert _fanout.queued() == 3 * 7
+        links[0].receiver.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            links[0].receiver.recv(4096)  # nothing left before the flush
+        links[0].receiver.setblocking(True)
+        _fanout.flush()
+        assert _fanout.queued() == 0
+        for i, link in enumerate(links):
+            got = [strip_padding(p) for p in link.received(7)]
+            seqs = [struct.unpack_from("!H", p, 2)[0] for p in got]
+            assert seqs == list(range(100 * i, 100 * i + 7))
+            payloads = [p[12 + len(MID_EXT) :] for p in got]
+            assert payloads == [bytes([n]) * size for n, size in enumerate(sizes)] + [b"\x07" * 90]
+            # packets 0-4 left as one segmented send (padded to 1100), then the short ones
+            if _fanout.gso_enabled():
+                assert link.output.segmented >= 5, link.output.segmented
+            assert link.output.sent == 7 and link.output.errors == 0
+        # a second batch arranges a second flush
+        engine.fanout(copies, packet(17, 6000, b"d"), 12, False)
+        assert batching == [1, 1]
+        _fanout.flush()
+        for link in links:
+            assert len(link.received(1)) == 1
+    finally:
+        for link in links:
+            link.close()
+
+
+def test_padding_keeps_existing_padding_and_srtp_holds(batching: list[int]) -> None:
+    from confero.media import _fanout
+
+    engine = engine_named("compiled")
+    link = make_link(engine)
+    try:
+        copy = copy_of(engine)
+        copy.set_output(link.output)
+        # the second packet already carries 4 bytes of padding (P bit, count 4)
+        padded = packet(2, 0, b"b" * 1000 + b"\x00\x00\x00\x04", pad=True)
+        engine.fanout([copy], packet(1, 0, b"a" * 1010), 12, True)
+        engine.fanout([copy], padded, 12, False)
+        engine.fanout([copy], packet(3, 0, b"c" * 1008), 12, False)
+        _fanout.flush()
+        got = link.received(3)
+        assert len({len(p) for p in got[:2]}) == 1  # the run's segments have one size
+        assert [strip_padding(p)[12 + len(MID_EXT) :] for p in got] == [b"a" * 1010, b"b" * 1000, b"c" * 1008]
+    finally:
+        link.close()
+
+
+def test_closing_an_output_with_queued_copies_drops_them(batching: list[int]) -> None:
+    from confero.media import _fanout
+
+    engine = engine_named("compiled")
+    link = make_link(engine)
+    before = fanout.open_outputs()
+    copy = copy_of(engine)
+    copy.set_output(link.output)
+    engine.fanout([copy], packet(1, 0, b"k"), 12, True)
+    assert _fanout.queued() == 1
+    link.output.close()
+    copy.set_output(None)
+    _fanout.flush()  # nothing sent, nothing crashes, the descriptor is gone
+    assert fanout.open_outputs() == before - 1
+    link.receiver.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        link.receiver.recv(4096)
+    link.receiver.close()
+    link.sender.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_failing_scheduler_sends_at_once() -> None:
+    """A scheduler that fails (its loop is closed) is reported once and dropped: copies go out
+    at once from then on."""
+    from confero.media import _fanout
+
+    engine = engine_named("compiled")
+    link = make_link(engine)
+
+    def broken() -> None:
+        raise RuntimeError("Event loop is closed")
+
+    _fanout.set_scheduler(broken)
+    try:
+        copy = copy_of(engine)
+        copy.set_output(link.output)
+        engine.fanout([copy], packet(1, 0, b"k"), 12, True)
+        assert _fanout.queued() == 0
+        assert len(link.received(1)) == 1
+        engine.fanout([copy], packet(2, 0, b"d"), 12, False)  # no second report, sent at once
+        assert _fanout.queued() == 0
+        assert len(link.received(1)) == 1
+    finally:
+        _fanout.set_scheduler(None)
+        link.close()
+
+
+async def test_bind_loop_flushes_once_per_iteration() -> None:
+    from confero.media import _fanout
+
+    engine = engine_named("compiled")
+    loop = asyncio.get_running_loop()
+    link = make_link(engine)
+    engine.bind_loop(loop)
+    try:
+        copy = copy_of(engine)
+        copy.set_output(link.output)
+        for n in range(4):
+            engine.fanout([copy], packet(n, 0, b"x" * 500), 12, n == 0)
+        assert _fanout.queued() == 4
+        await asyncio.sleep(0)
+        assert _fanout.queued() == 0
+        assert len(link.received(4)) == 4
+    finally:
+        engine.unbind_loop(loop)
+        engine.unbind_loop(loop)  # idempotent
+        link.close()
+    # unbound: sent at once again
+    link = make_link(engine)
+    try:
+        copy = copy_of(engine)
+        copy.set_output(link.output)
+        engine.fanout([copy], packet(1, 0, b"k"), 12, True)
+        assert _fanout.queued() == 0 and len(link.received(1)) == 1
+    finally:
+        link.close()

@@ -18,15 +18,19 @@ Objects (both engines):
   `offset`) to every Copy in the list; returns the indices of copies that started on this
   packet (it was the keyframe they waited for), or None.
 
-A batched `sendmmsg` is not used: each copy goes to a different subscriber socket, so there
-is nothing to batch per call, and on loopback the kernel's cost per datagram is the same with
-`sendmmsg` as with `sendto` (bench/sendmmsg.c, BENCHMARKS.md).
+Batching (compiled engine): once a Router binds its event loop (`bind_loop`), copies are
+queued per Output and flushed once at the end of the loop's I/O phase (`loop.call_soon`); each
+Output's run of same-sized packets leaves in one `sendmsg()` with UDP_SEGMENT (UDP GSO), which
+costs the kernel about as much as one datagram. `sendmmsg` would not help: it still pays the
+full per-datagram cost (bench/sendpath.c measures both). See `_fanout.c` for the run rules.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from confero.media import rtp
@@ -246,10 +250,28 @@ class Engine:
     Copy: Any
     Output: Any
     fanout: Callable[[list[Any], bytes, int, bool], list[int] | None]
+    _loops: list[asyncio.AbstractEventLoop] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def compiled(self) -> bool:
         return self.name == "compiled"
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Batch copies on this loop: queue them, flush once per loop iteration."""
+        self._loops.append(loop)
+        self._schedule()
+
+    def unbind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush and stop batching on this loop (idempotent); an earlier bound loop takes over."""
+        if loop in self._loops:
+            self._loops.remove(loop)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if not self.compiled:
+            return  # the pure-Python engine sends each copy at once
+        loop = self._loops[-1] if self._loops else None
+        _fanout.set_scheduler(None if loop is None else functools.partial(loop.call_soon, _fanout.flush))
 
 
 PYTHON = Engine("python", PyCopy, PyOutput, py_fanout)

@@ -34,13 +34,16 @@ class Router:
         self.subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
     async def start(self) -> None:
         aiortc_hooks.check_versions()
         aiortc_hooks.install_ice_patches()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._housekeeping())
+            self._loop = asyncio.get_running_loop()
+            self.config.engine.bind_loop(self._loop)
+            self._task = self._loop.create_task(self._housekeeping())
 
     def create_publisher(
         self,
@@ -111,6 +114,9 @@ class Router:
         self.closed = True
         await asyncio.gather(*(s.close("shutdown") for s in list(self.subscribers)), return_exceptions=True)
         await asyncio.gather(*(p.close("shutdown") for p in list(self.publishers)), return_exceptions=True)
+        if self._loop is not None:
+            self.config.engine.unbind_loop(self._loop)  # flushes what is queued
+            self._loop = None
         if self._task is not None:
             self._task.cancel()
             try:
