@@ -605,3 +605,23 @@ def test_h264_real_encoder_payloads(h264_frames: list[tuple[bool, list[bytes]]])
 )
 def test_keyframe_detector(mime: str, expected: object) -> None:
     assert rtp.keyframe_detector(mime) is expected
+
+
+def test_sender_report_and_sdes_parse_with_aiortc() -> None:
+    from aiortc.rtp import RtcpPacket, RtcpSdesPacket, RtcpSrPacket
+
+    for cname in ("c", "confero-cname", "x" * 37, "é" * 3):
+        compound = b"".join(
+            rtp.sender_report(s, 0x0102030405060708 + s, 0x1_0000_0005, 1 << 33, s) for s in (1000, 1001, 1002)
+        ) + rtp.sdes_cname(1000, cname)
+        assert len(compound) % 4 == 0
+        packets = RtcpPacket.parse(compound)
+        srs = [p for p in packets if isinstance(p, RtcpSrPacket)]
+        assert [p.ssrc for p in srs] == [1000, 1001, 1002]
+        info = srs[0].sender_info
+        # timestamps and counters wrap at 32 bits as RFC 3550 counters do
+        assert (info.ntp_timestamp, info.rtp_timestamp, info.packet_count, info.octet_count) == (
+            0x0102030405060708 + 1000, 5, 0, 1000,
+        )
+        (sdes,) = [p for p in packets if isinstance(p, RtcpSdesPacket)]
+        assert [(c.ssrc, c.items) for c in sdes.chunks] == [(1000, [(1, cname.encode())])]

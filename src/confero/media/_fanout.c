@@ -8,14 +8,17 @@
  *       address, and libsrtp's srtp_t with the address of srtp_protect (both taken from
  *       pylibsrtp by aiortc_hooks, the only module that knows where they are). `keep` is the
  *       pylibsrtp Session that owns the srtp_t; holding it keeps the session alive.
- *   Copy(ssrc, payload_type, extension, ring, rtx_ssrc, rtx_payload_type)
- *       One DownTrack's rewrite state and retransmission ring.
- *   fanout(copies, packet, offset, keyframe) -> list[int] | None
- *       Rewrite, remember, protect and send one decrypted RTP packet to every copy; returns
- *       the indices of copies that started on this packet (a keyframe), or None.
+ *   Ring()
+ *       One UpTrack's retransmission ring (the packets as received), shared by its copies.
+ *   Copy(ssrc, payload_type, extension, ring, rtx_ssrc, rtx_payload_type, next_seq, ...)
+ *       One DownTrack's rewrite state; answers NACKs from the ring with its own header.
+ *   fanout(copies, packet, offset, keyframe, ring=None) -> list[int] | None
+ *       Remember one decrypted RTP packet in the ring, then rewrite and send it to every
+ *       copy; returns the indices of copies that started on this packet (a keyframe), or None.
  *
- * Per copy: header rewrite into a reused buffer, a memcpy into the ring slot, srtp_protect
- * in place, one sendto(MSG_DONTWAIT). No Python objects are created per copy.
+ * Per copy: header rewrite into a reused buffer, then either srtp_protect + sendto at once, or
+ * (with a scheduler, see "send queue") a place in the Output's queue, sent at the end of the
+ * loop iteration as UDP GSO runs. No Python objects are created per copy.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,6 +31,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RING_SIZE 256
@@ -72,7 +76,8 @@ typedef struct {
  * unit, cutting the per-datagram cost (bench/gso.c). Packets shorter than the run by at most
  * PAD_MAX bytes are brought to its size with RTP padding (RFC 3550 5.1); a shorter packet may
  * end a run unpadded. Under light load the loop wakes per packet and runs hold one packet; the
- * busier the loop, the longer the runs. Without a scheduler every copy is sent immediately.
+ * busier the loop, the longer the runs; but no copy waits more than MAX_DELAY_NS (1 ms) for
+ * its flush. Without a scheduler every copy is sent immediately.
  */
 #define QUEUE_ARENA (1 << 19)
 #define QUEUE_ENTRIES 4096
@@ -82,6 +87,7 @@ typedef struct {
 #define TAG_MAX 32 /* SRTP tag and MKI: 16 for AEAD_AES_256_GCM, 10 for AES_CM_128_HMAC_SHA1_80 */
 #define PAD_MAX 16
 #define GSO_FAILURES_MAX 16
+#define MAX_DELAY_NS 1000000 /* a queued copy waits at most this long for its flush */
 #ifndef SOL_UDP
 #define SOL_UDP 17
 #endif
@@ -103,6 +109,7 @@ static Output *dirty[QUEUE_ENTRIES]; /* strong references until flushed */
 static int n_dirty = 0;
 static PyObject *scheduler = NULL; /* called once when the queue stops being empty */
 static int flush_scheduled = 0;
+static long long oldest_ns = 0; /* when the queue's first entry was queued */
 static int gso_enabled = 1; /* cleared when the kernel keeps refusing UDP_SEGMENT */
 static int gso_failures = 0;
 /* one segmented send: up to MAX_SEGMENTS packets of up to MAX_PACKET bytes after protection */
@@ -217,6 +224,14 @@ output_send_scratch(Output *self, int n)
 
 static void flush_all(void);
 
+static inline long long
+now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 /* Queue `n` plaintext bytes from `scratch` for `self`, or send them now without a scheduler.
  * Returns 0 when queued or sent. */
 static int
@@ -228,6 +243,8 @@ output_queue_scratch(Output *self, int n)
         return -1;
     if (n_entries == QUEUE_ENTRIES || queue_used + (size_t)n > QUEUE_ARENA)
         flush_all();
+    if (n_entries == 0)
+        oldest_ns = now_ns();
     int index = n_entries++;
     Entry *entry = &entries[index];
     entry->offset = (uint32_t)queue_used;
@@ -482,18 +499,104 @@ static PyTypeObject OutputType = {
     .tp_getset = Output_getset,
 };
 
-/* -------------------------------------------------------------------------------- Copy */
+/* -------------------------------------------------------------------------------- Ring */
 
 typedef struct {
     uint8_t *data;
     uint16_t length;
     uint16_t capacity;
+    uint16_t offset; /* payload offset */
+    uint16_t seq;
+    char valid;
 } Slot;
+
+/* One UpTrack's retransmission ring: the last RING_SIZE packets as received (decrypted), by
+ * sequence number. Every copy of the track answers NACKs from it, rebuilding its own header,
+ * so memory grows with published tracks, not with forwarded copies. */
+typedef struct {
+    PyObject_HEAD
+    Slot slots[RING_SIZE];
+    unsigned long long stored;
+} Ring;
+
+static void
+ring_clear(Ring *self)
+{
+    for (int i = 0; i < RING_SIZE; i++)
+        self->slots[i].valid = 0;
+}
+
+static void
+Ring_dealloc(Ring *self)
+{
+    for (int i = 0; i < RING_SIZE; i++)
+        PyMem_RawFree(self->slots[i].data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline void
+ring_store(Ring *self, const uint8_t *data, Py_ssize_t size, Py_ssize_t offset)
+{
+    unsigned int seq = ((unsigned)data[2] << 8) | data[3];
+    Slot *slot = &self->slots[seq & RING_MASK];
+    if (slot->capacity < size) {
+        uint8_t *grown = PyMem_RawRealloc(slot->data, (size_t)size);
+        if (!grown) {
+            slot->valid = 0;
+            return;
+        }
+        slot->data = grown;
+        slot->capacity = (uint16_t)size;
+    }
+    memcpy(slot->data, data, (size_t)size);
+    slot->length = (uint16_t)size;
+    slot->offset = (uint16_t)offset;
+    slot->seq = (uint16_t)seq;
+    slot->valid = 1;
+    self->stored++;
+}
+
+static PyObject *
+Ring_clear(Ring *self, PyObject *Py_UNUSED(ignored))
+{
+    ring_clear(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Ring_held(Ring *self, PyObject *Py_UNUSED(ignored))
+{
+    long held = 0;
+    for (int i = 0; i < RING_SIZE; i++)
+        held += self->slots[i].valid;
+    return PyLong_FromLong(held);
+}
+
+static PyMethodDef Ring_methods[] = {
+    {"clear", (PyCFunction)Ring_clear, METH_NOARGS, "Forget every packet (the source changed)."},
+    {"held", (PyCFunction)Ring_held, METH_NOARGS, "Packets the ring holds now."},
+    {NULL}};
+
+static PyMemberDef Ring_members[] = {
+    {"stored", T_ULONGLONG, offsetof(Ring, stored), READONLY, "packets stored so far"}, {NULL}};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "confero.media._fanout.Ring",
+    .tp_basicsize = sizeof(Ring),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Retransmission ring of one published track, shared by its copies.",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_methods = Ring_methods,
+    .tp_members = Ring_members,
+};
+
+/* -------------------------------------------------------------------------------- Copy */
 
 typedef struct {
     PyObject_HEAD
     Output *output; /* NULL until started */
-    Slot *ring;     /* NULL: no retransmission (audio) */
+    Ring *ring;     /* the UpTrack's ring; NULL: no retransmission (audio) */
     uint32_t ssrc;
     uint32_t rtx_ssrc;
     int rtx_payload_type; /* -1: no RTX */
@@ -506,6 +609,7 @@ typedef struct {
     char enabled;
     int young;
     unsigned int start_seq;
+    unsigned int begin_seq; /* our first sequence number since the last (re)start */
     unsigned int seq_off;
     unsigned int ts_off;
     unsigned int next_seq;
@@ -522,12 +626,7 @@ typedef struct {
 static void
 copy_free_ring(Copy *self)
 {
-    if (self->ring) {
-        for (int i = 0; i < RING_SIZE; i++)
-            PyMem_RawFree(self->ring[i].data);
-        PyMem_RawFree(self->ring);
-        self->ring = NULL;
-    }
+    Py_CLEAR(self->ring);
 }
 
 static int
@@ -536,11 +635,17 @@ Copy_init(Copy *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"ssrc", "payload_type", "extension", "ring", "rtx_ssrc", "rtx_payload_type",
                              "next_seq", "next_ts", "rtx_seq", NULL};
     unsigned int ssrc, rtx_ssrc = 0, next_seq = 0, next_ts = 0, rtx_seq = 0;
-    int payload_type, ring = 0, rtx_payload_type = -1;
+    int payload_type, rtx_payload_type = -1;
+    PyObject *ring = Py_None;
     Py_buffer ext;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Iiy*|pIiIII", kwlist, &ssrc, &payload_type, &ext, &ring,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Iiy*|OIiIII", kwlist, &ssrc, &payload_type, &ext, &ring,
                                      &rtx_ssrc, &rtx_payload_type, &next_seq, &next_ts, &rtx_seq))
         return -1;
+    if (ring != Py_None && !PyObject_TypeCheck(ring, &RingType)) {
+        PyBuffer_Release(&ext);
+        PyErr_SetString(PyExc_TypeError, "ring must be a Ring or None");
+        return -1;
+    }
     if (ext.len > MAX_EXTENSION || ext.len % 4) {
         PyBuffer_Release(&ext);
         PyErr_SetString(PyExc_ValueError, "extension block must be a multiple of 4 bytes, at most 64");
@@ -565,12 +670,9 @@ Copy_init(Copy *self, PyObject *args, PyObject *kwds)
     self->next_ts = next_ts;
     self->rtx_seq = rtx_seq & 0xFFFF;
     copy_free_ring(self);
-    if (ring) {
-        self->ring = PyMem_RawCalloc(RING_SIZE, sizeof(Slot));
-        if (!self->ring) {
-            PyErr_NoMemory();
-            return -1;
-        }
+    if (ring != Py_None) {
+        Py_INCREF(ring);
+        self->ring = (Ring *)ring;
     }
     return 0;
 }
@@ -640,15 +742,52 @@ get32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+/* Rebuild our copy of the ring's packet for `out_seq` into `scratch` (as RTX where negotiated).
+ * Returns its length, or 0 when the ring does not hold it for us. */
+static int
+copy_rebuild(Copy *self, unsigned int out_seq)
+{
+    if (((out_seq - self->begin_seq) & 0xFFFF) >= 0x8000)
+        return 0; /* before our (re)start: another source, or offsets that no longer apply */
+    unsigned int seq = (out_seq - self->seq_off) & 0xFFFF;
+    Slot *slot = &self->ring->slots[seq & RING_MASK];
+    if (!slot->valid || slot->seq != seq)
+        return 0;
+    const uint8_t *original = slot->data;
+    int payload_len = slot->length - slot->offset;
+    int header_len = 12 + self->ext_len;
+    int rtx = self->rtx_payload_type >= 0;
+    int n = header_len + (rtx ? 2 : 0) + payload_len;
+    if (n > MAX_PACKET)
+        return 0;
+    scratch[0] = self->b0 | (original[0] & 0x20);
+    if (rtx) {
+        /* RFC 4588: RTX SSRC, payload type and sequence; the original sequence number first */
+        scratch[1] = (uint8_t)((original[1] & 0x80) | self->rtx_payload_type);
+        put16(scratch + 2, self->rtx_seq);
+        self->rtx_seq = (self->rtx_seq + 1) & 0xFFFF;
+        put32(scratch + 8, self->rtx_ssrc);
+        put16(scratch + header_len, out_seq);
+    } else {
+        scratch[1] = (uint8_t)((original[1] & 0x80) | self->payload_type);
+        put16(scratch + 2, out_seq);
+        put32(scratch + 8, self->ssrc);
+    }
+    put32(scratch + 4, (uint32_t)(get32(original + 4) + self->ts_off));
+    if (self->ext_len)
+        memcpy(scratch + 12, self->ext, (size_t)self->ext_len);
+    memcpy(scratch + header_len + (rtx ? 2 : 0), original + slot->offset, (size_t)payload_len);
+    return n;
+}
+
 static PyObject *
 Copy_retransmit(Copy *self, PyObject *arg)
 {
-    if (!self->ring || !self->output)
+    if (!self->ring || !self->output || self->waiting)
         Py_RETURN_NONE;
     PyObject *seq_iter = PyObject_GetIter(arg);
     if (!seq_iter)
         return NULL;
-    int header_len = 12 + self->ext_len;
     PyObject *item;
     while ((item = PyIter_Next(seq_iter))) {
         long seq = PyLong_AsLong(item);
@@ -657,28 +796,9 @@ Copy_retransmit(Copy *self, PyObject *arg)
             Py_DECREF(seq_iter);
             return NULL;
         }
-        seq &= 0xFFFF;
-        Slot *slot = &self->ring[seq & RING_MASK];
-        if (!slot->data || slot->length < header_len || (unsigned)((slot->data[2] << 8) | slot->data[3]) != seq)
+        int n = copy_rebuild(self, (unsigned int)(seq & 0xFFFF));
+        if (!n)
             continue;
-        int n;
-        if (self->rtx_payload_type >= 0) {
-            /* RFC 4588: RTX header, then the original sequence number, then the payload */
-            memcpy(scratch, slot->data, (size_t)header_len);
-            scratch[1] = (uint8_t)((slot->data[1] & 0x80) | self->rtx_payload_type);
-            put16(scratch + 2, self->rtx_seq);
-            self->rtx_seq = (self->rtx_seq + 1) & 0xFFFF;
-            put32(scratch + 8, self->rtx_ssrc);
-            scratch[header_len] = slot->data[2];
-            scratch[header_len + 1] = slot->data[3];
-            n = slot->length + 2;
-            if (n > MAX_PACKET)
-                continue;
-            memcpy(scratch + header_len + 2, slot->data + header_len, (size_t)(slot->length - header_len));
-        } else {
-            n = slot->length;
-            memcpy(scratch, slot->data, (size_t)n);
-        }
         if (output_send_scratch(self->output, n) == 0)
             self->retransmitted++;
         else
@@ -703,6 +823,7 @@ copy_write(Copy *self, const uint8_t *data, Py_ssize_t offset, Py_ssize_t size, 
         self->seq_off = (self->next_seq - seq) & 0xFFFF;
         self->ts_off = (uint32_t)(self->next_ts - ts);
         self->start_seq = seq;
+        self->begin_seq = self->next_seq & 0xFFFF;
         self->young = YOUNG_PACKETS;
         self->waiting = 0;
         started = 1;
@@ -730,24 +851,6 @@ copy_write(Copy *self, const uint8_t *data, Py_ssize_t offset, Py_ssize_t size, 
     if (self->ext_len)
         memcpy(scratch + 12, self->ext, (size_t)self->ext_len);
     memcpy(scratch + header_len, data + offset, (size_t)payload_len);
-    if (self->ring) {
-        Slot *slot = &self->ring[out_seq & RING_MASK];
-        if (slot->capacity < n) {
-            uint8_t *grown = PyMem_RawRealloc(slot->data, (size_t)n);
-            if (!grown) {
-                PyMem_RawFree(slot->data);
-                slot->data = NULL;
-                slot->capacity = slot->length = 0;
-            } else {
-                slot->data = grown;
-                slot->capacity = (uint16_t)n;
-            }
-        }
-        if (slot->data) {
-            memcpy(slot->data, scratch, (size_t)n);
-            slot->length = (uint16_t)n;
-        }
-    }
     self->last_ts = out_ts;
     self->last_seq = out_seq;
     self->packets++;
@@ -837,9 +940,17 @@ static PyTypeObject CopyType = {
 static PyObject *
 fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "fanout(copies, packet, offset, keyframe)");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "fanout(copies, packet, offset, keyframe, ring=None)");
         return NULL;
+    }
+    Ring *ring = NULL;
+    if (nargs == 5 && args[4] != Py_None) {
+        if (!PyObject_TypeCheck(args[4], &RingType)) {
+            PyErr_SetString(PyExc_TypeError, "ring must be a Ring or None");
+            return NULL;
+        }
+        ring = (Ring *)args[4];
     }
     PyObject *copies = args[0];
     if (!PyList_Check(copies)) {
@@ -862,6 +973,12 @@ fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int keyframe = PyObject_IsTrue(args[3]);
     if (keyframe < 0)
         return NULL;
+    if (ring && size <= MAX_PACKET)
+        ring_store(ring, data, size, offset);
+    /* Under heavy load one loop iteration can take milliseconds: do not let the first copies
+     * queued in it wait for its end. */
+    if (n_entries && now_ns() - oldest_ns > MAX_DELAY_NS)
+        flush_all();
     PyObject *started = NULL;
     Py_ssize_t count = PyList_GET_SIZE(copies);
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -938,7 +1055,7 @@ static PyMethodDef module_methods[] = {
     {"gso_enabled", (PyCFunction)get_gso_enabled, METH_NOARGS, "False once the kernel refused UDP_SEGMENT."},
     {"open_outputs", (PyCFunction)open_outputs, METH_NOARGS, "Outputs whose socket descriptor is still open."},
     {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL,
-     "fanout(copies, packet, offset, keyframe) -> indices of copies that started, or None"},
+     "fanout(copies, packet, offset, keyframe, ring=None) -> indices of copies that started, or None"},
     {NULL}};
 
 static struct PyModuleDef module_def = {
@@ -948,15 +1065,17 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__fanout(void)
 {
-    if (PyType_Ready(&OutputType) < 0 || PyType_Ready(&CopyType) < 0)
+    if (PyType_Ready(&OutputType) < 0 || PyType_Ready(&CopyType) < 0 || PyType_Ready(&RingType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (!m)
         return NULL;
     Py_INCREF(&OutputType);
     Py_INCREF(&CopyType);
+    Py_INCREF(&RingType);
     if (PyModule_AddObject(m, "Output", (PyObject *)&OutputType) < 0 ||
         PyModule_AddObject(m, "Copy", (PyObject *)&CopyType) < 0 ||
+        PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0 ||
         PyModule_AddIntConstant(m, "RING_SIZE", RING_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "YOUNG_PACKETS", YOUNG_PACKETS) < 0 ||
         PyModule_AddIntConstant(m, "MAX_PACKET", MAX_PACKET) < 0) {

@@ -14,9 +14,12 @@ Hooks, by purpose (see docs/architecture.md for the packet's walk):
   nominated, SRTP is taken straight from the socket callback (`datagram_received`) so RTP never
   waits on aioice's queue. RTCP is observed (`_handle_rtcp_data`) and then left to aiortc.
 * Send side: SRTP protect with the transport's session and `sendto` on the nominated pair's
-  socket, synchronously (no await per packet).
+  socket, synchronously (no await per packet); and the fan-out engine's `Output` (the socket's
+  descriptor, the remote address, libsrtp's session and `srtp_protect`) for the compiled path.
+* Senders: their own RTCP loops silenced (`_run_rtcp`) so that the Subscriber sends one
+  compound SR packet for all of them; their CNAME.
 * Small accessors: negotiated codecs and header extensions of a transceiver, sender SSRCs,
-  sender-report fields, restricting a transceiver to one codec.
+  restricting a transceiver to one codec.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtcpByePacket
 
 logger = logging.getLogger(__name__)
 
@@ -488,14 +492,33 @@ def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
     return sender._ssrc, sender._rtx_ssrc
 
 
-def set_sender_report(
-    sender: RTCRtpSender, ntp_timestamp: int, rtp_timestamp: int, packets: int, octets: int
-) -> None:
-    """Fill the fields aiortc's RTCP loop puts into this sender's next SR."""
-    sender._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
-    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+def take_over_rtcp(sender: RTCRtpSender) -> None:
+    """Silence this sender's own RTCP loop; its owner sends the sender reports.
+
+    aiortc runs one task per sender that wakes about once a second to build and send an SR and
+    an SDES: for a player of a room of 8 that is 14 task wake-ups and sends per second. The
+    Subscriber sends one compound packet with every sender's SR instead. The replacement loop
+    marks itself started like aiortc's, waits until cancelled, and then sends BYE and marks
+    itself exited, so that `sender.stop()` behaves as before. Call before the sender starts.
+    """
+    started = sender._RTCRtpSender__rtcp_started  # type: ignore[attr-defined]
+    exited = sender._RTCRtpSender__rtcp_exited  # type: ignore[attr-defined]
+
+    async def run_rtcp() -> None:
+        started.set()
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            pass
+        await sender._send_rtcp([RtcpByePacket(sources=[sender._ssrc])])
+        exited.set()
+
+    sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
+
+
+def sender_cname(sender: RTCRtpSender) -> str | None:
+    """The CNAME aiortc gave this sender (its peer connection's), once the sender started."""
+    return sender._RTCRtpSender__cname  # type: ignore[attr-defined, no-any-return]
 
 
 class IdleTrack(MediaStreamTrack):

@@ -50,7 +50,7 @@ class DownTrack:
             ssrc,
             payload_type,
             extension,
-            ring=uptrack.kind == "video",
+            ring=uptrack.ring,
             rtx_ssrc=rtx_ssrc if rtx else 0,
             rtx_payload_type=rtx_payload_type if rtx else -1,
             next_seq=random.randrange(0x8000),
@@ -99,7 +99,7 @@ class DownTrack:
             self.uptrack.attach(self)
 
     def stop(self) -> None:
-        """Idempotent: detach from the UpTrack and forget the socket and the ring."""
+        """Idempotent: detach from the UpTrack and let go of the socket and the track's ring."""
         if self.attached:
             self.attached = False
             self.uptrack.detach(self)

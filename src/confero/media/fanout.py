@@ -13,10 +13,14 @@ Objects (both engines):
 
 * `Output` - one subscriber connection's send side (built by `aiortc_hooks.TransportTap`,
   which alone knows where aiortc keeps the socket and the SRTP session).
-* `Copy` - one DownTrack's rewrite state, counters and retransmission ring.
-* `fanout(copies, packet, offset, keyframe)` - forward one decrypted RTP packet (payload at
-  `offset`) to every Copy in the list; returns the indices of copies that started on this
-  packet (it was the keyframe they waited for), or None.
+* `Ring` - one published video track's retransmission ring: the last 256 packets as received.
+  Its copies share it and rebuild their own header for a NACK, so memory grows with
+  published tracks, not with forwarded copies.
+* `Copy` - one DownTrack's rewrite state and counters, and a reference to its track's Ring.
+* `fanout(copies, packet, offset, keyframe, ring=None)` - remember one decrypted RTP packet
+  (payload at `offset`) in the ring and forward it to every Copy in the list; returns the
+  indices of copies that started on this packet (it was the keyframe they waited for), or
+  None.
 
 Batching (compiled engine): once a Router binds its event loop (`bind_loop`), copies are
 queued per Output and flushed once at the end of the loop's I/O phase (`loop.call_soon`); each
@@ -76,12 +80,38 @@ class PyOutput:
         self._sendto = None
 
 
+class PyRing:
+    """Retransmission ring of one published track, shared by its copies (pure Python)."""
+
+    __slots__ = ("_slots", "stored")
+
+    def __init__(self) -> None:
+        self._slots: list[tuple[int, bytes, int] | None] = [None] * RING_SIZE
+        self.stored = 0
+
+    def store(self, seq: int, packet: bytes, offset: int) -> None:
+        self._slots[seq & RING_MASK] = (seq, packet, offset)
+        self.stored += 1
+
+    def get(self, seq: int) -> tuple[bytes, int] | None:
+        slot = self._slots[seq & RING_MASK]
+        if slot is None or slot[0] != seq:
+            return None
+        return slot[1], slot[2]
+
+    def clear(self) -> None:
+        self._slots = [None] * RING_SIZE
+
+    def held(self) -> int:
+        return sum(slot is not None for slot in self._slots)
+
+
 class PyCopy:
     """Rewrite state and retransmission ring of one forwarded copy (pure Python)."""
 
     __slots__ = (
         "ssrc", "payload_type", "rtx_ssrc", "rtx_payload_type", "_ext", "_b0", "waiting", "enabled",
-        "_young", "_start_seq", "seq_off", "ts_off", "next_seq", "next_ts", "_rtx_seq", "last_seq",
+        "_young", "_start_seq", "_begin_seq", "seq_off", "ts_off", "next_seq", "next_ts", "_rtx_seq", "last_seq",
         "last_ts", "packets", "octets", "retransmitted", "send_errors", "_ring", "_output",
     )  # fmt: skip
 
@@ -90,7 +120,7 @@ class PyCopy:
         ssrc: int,
         payload_type: int,
         extension: bytes,
-        ring: bool = False,
+        ring: PyRing | None = None,
         rtx_ssrc: int = 0,
         rtx_payload_type: int = -1,
         next_seq: int = 0,
@@ -101,6 +131,8 @@ class PyCopy:
             raise ValueError("extension block must be a multiple of 4 bytes, at most 64")
         if not 0 <= payload_type <= 127 or rtx_payload_type > 127:
             raise ValueError("payload type out of range")
+        if ring is not None and not isinstance(ring, PyRing):
+            raise TypeError("ring must be a Ring or None")
         self.ssrc = ssrc
         self.payload_type = payload_type
         self.rtx_ssrc = rtx_ssrc
@@ -111,6 +143,7 @@ class PyCopy:
         self.enabled = True
         self._young = 0
         self._start_seq = 0
+        self._begin_seq = 0
         self.seq_off = 0
         self.ts_off = 0
         self.next_seq = next_seq & 0xFFFF
@@ -122,7 +155,7 @@ class PyCopy:
         self.octets = 0
         self.retransmitted = 0
         self.send_errors = 0
-        self._ring: list[bytes | None] | None = [None] * RING_SIZE if ring else None
+        self._ring = ring
         self._output: PyOutput | None = None
 
     @property
@@ -160,6 +193,7 @@ class PyCopy:
             self.seq_off = (self.next_seq - seq) & 0xFFFF
             self.ts_off = (self.next_ts - ts) & 0xFFFFFFFF
             self._start_seq = seq
+            self._begin_seq = self.next_seq
             self._young = YOUNG_PACKETS
             self.waiting = False
             started = True
@@ -175,9 +209,6 @@ class PyCopy:
         out_seq = (seq + self.seq_off) & 0xFFFF
         out_ts = (ts + self.ts_off) & 0xFFFFFFFF
         packet = _pack(self._b0 | pad, marker | self.payload_type, out_seq, out_ts, self.ssrc) + self._ext + payload
-        ring = self._ring
-        if ring is not None:
-            ring[out_seq & RING_MASK] = packet
         self.last_ts = out_ts
         self.last_seq = out_seq
         self.packets += 1
@@ -189,39 +220,45 @@ class PyCopy:
 
     def retransmit(self, lost: Any) -> None:
         ring, output = self._ring, self._output
-        if ring is None or output is None:
+        if ring is None or output is None or self.waiting:
             return
-        header_len = 12 + len(self._ext)
-        for seq in lost:
-            seq &= 0xFFFF
-            packet = ring[seq & RING_MASK]
-            if packet is None or ((packet[2] << 8) | packet[3]) != seq:
+        for out_seq in lost:
+            out_seq &= 0xFFFF
+            if ((out_seq - self._begin_seq) & 0xFFFF) >= 0x8000:
+                continue  # before our (re)start
+            found = ring.get((out_seq - self.seq_off) & 0xFFFF)
+            if found is None:
                 continue
+            original, offset = found
+            if 12 + len(self._ext) + 2 + len(original) - offset > MAX_PACKET:
+                continue
+            b0 = self._b0 | (original[0] & 0x20)
+            ts = (_unpack_ts(original, 4)[0] + self.ts_off) & 0xFFFFFFFF
             if self.rtx_payload_type >= 0:
                 rtx_seq = self._rtx_seq
                 self._rtx_seq = (rtx_seq + 1) & 0xFFFF
-                packet = (
-                    _pack(
-                        packet[0],
-                        (packet[1] & 0x80) | self.rtx_payload_type,
-                        rtx_seq,
-                        _unpack_ts(packet, 4)[0],
-                        self.rtx_ssrc,
-                    )
-                    + packet[12:header_len]
-                    + packet[2:4]
-                    + packet[header_len:]
-                )
+                header = _pack(b0, (original[1] & 0x80) | self.rtx_payload_type, rtx_seq, ts, self.rtx_ssrc)
+                packet = header + self._ext + out_seq.to_bytes(2, "big") + original[offset:]
+            else:
+                header = _pack(b0, (original[1] & 0x80) | self.payload_type, out_seq, ts, self.ssrc)
+                packet = header + self._ext + original[offset:]
             if output.send(packet):
                 self.retransmitted += 1
             else:
                 self.send_errors += 1
 
 
-def py_fanout(copies: list[PyCopy], packet: bytes, offset: int, keyframe: bool) -> list[int] | None:
-    """Forward one decrypted RTP packet to every copy (pure Python)."""
+def py_fanout(
+    copies: list[PyCopy], packet: bytes, offset: int, keyframe: bool, ring: PyRing | None = None
+) -> list[int] | None:
+    """Remember one decrypted RTP packet and forward it to every copy (pure Python)."""
     if len(packet) < 12 or not 12 <= offset <= len(packet):
         raise ValueError("not an RTP packet with that payload offset")
+    if ring is not None:
+        if not isinstance(ring, PyRing):
+            raise TypeError("ring must be a Ring or None")
+        if len(packet) <= MAX_PACKET:
+            ring.store((packet[2] << 8) | packet[3], packet, offset)
     pad = packet[0] & 0x20
     marker = packet[1] & 0x80
     seq = (packet[2] << 8) | packet[3]
@@ -249,7 +286,8 @@ class Engine:
     name: str
     Copy: Any
     Output: Any
-    fanout: Callable[[list[Any], bytes, int, bool], list[int] | None]
+    Ring: Any
+    fanout: Callable[..., list[int] | None]
     _loops: list[asyncio.AbstractEventLoop] = field(default_factory=list, compare=False, repr=False)
 
     @property
@@ -274,14 +312,14 @@ class Engine:
         _fanout.set_scheduler(None if loop is None else functools.partial(loop.call_soon, _fanout.flush))
 
 
-PYTHON = Engine("python", PyCopy, PyOutput, py_fanout)
+PYTHON = Engine("python", PyCopy, PyOutput, PyRing, py_fanout)
 
 try:
     from confero.media import _fanout
 except ImportError:  # not built (no C compiler at install time)
     COMPILED: Engine | None = None
 else:
-    COMPILED = Engine("compiled", _fanout.Copy, _fanout.Output, _fanout.fanout)
+    COMPILED = Engine("compiled", _fanout.Copy, _fanout.Output, _fanout.Ring, _fanout.fanout)
     assert _fanout.RING_SIZE == RING_SIZE and _fanout.YOUNG_PACKETS == YOUNG_PACKETS
     assert _fanout.MAX_PACKET == MAX_PACKET
 

@@ -61,6 +61,26 @@ def mid_extension(ext_id: int | None, mid: str) -> bytes:
     return b"\xbe\xde" + U16.pack(len(element) // 4) + element
 
 
+SR = struct.Struct("!BBHIQIII")
+
+
+def sender_report(ssrc: int, ntp: int, rtp_timestamp: int, packets: int, octets: int) -> bytes:
+    """An RTCP SR (RFC 3550 6.4.1) without report blocks."""
+    return SR.pack(0x80, 200, 6, ssrc, ntp, rtp_timestamp & 0xFFFFFFFF, packets & 0xFFFFFFFF, octets & 0xFFFFFFFF)
+
+
+def sdes_cname(ssrc: int, cname: str) -> bytes:
+    """An RTCP SDES packet (RFC 3550 6.5) with one chunk: `ssrc`'s CNAME.
+
+    One chunk per compound packet is enough, since every SSRC of a connection shares the CNAME;
+    it is also what aiortc's parser (the test clients) reads correctly.
+    """
+    item = cname.encode("utf-8")[:255]
+    chunk = U32.pack(ssrc) + bytes([1, len(item)]) + item
+    chunk += b"\x00" * (4 - (len(chunk) % 4))  # the list's terminating null, and padding
+    return bytes((0x81, 202)) + U16.pack(len(chunk) // 4) + chunk
+
+
 def unwrap_rtx(data: bytes, offset: int, ssrc: int, payload_type: int) -> bytes | None:
     """Turn an RTX packet (RFC 4588) back into the original packet.
 

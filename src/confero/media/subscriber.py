@@ -9,6 +9,7 @@ keyframe. Players' PLI/FIR go to the UpTrack, NACKs are answered from the DownTr
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -31,6 +32,8 @@ from confero.media.uptrack import UpTrack
 logger = logging.getLogger(__name__)
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+REPORT_INTERVAL = (0.5, 1.5)  # seconds between compound SR packets, drawn afresh each time
+REPORTS_PER_PACKET = 30  # SRs of 28 bytes + one CNAME chunk: under 1,000 bytes
 
 
 def codec_preferences(uptrack: UpTrack) -> list[RTCRtpCodecCapability]:
@@ -78,7 +81,8 @@ class Subscriber(Peer):
         self.downtracks: list[DownTrack] = []
         self._on_source_closed = on_source_closed
         self.slots: list[Slot] = []
-        self._senders: dict[DownTrack, RTCRtpSender] = {}
+        self._next_report = 0.0
+        self._cname: str | None = None
         self._by_ssrc: dict[int, DownTrack] = {}
         self._tap: aiortc_hooks.TransportTap | None = None
 
@@ -90,6 +94,7 @@ class Subscriber(Peer):
         """
         for uptrack, label in uptracks:
             transceiver = self.pc.addTransceiver(aiortc_hooks.IdleTrack(uptrack.kind), direction="sendonly")
+            aiortc_hooks.take_over_rtcp(transceiver.sender)  # tick() sends the SRs, all in one packet
             transceiver.setCodecPreferences(codec_preferences(uptrack))
             self.slots.append(Slot(transceiver, uptrack, label))
         if data_channel is not None and self.data_channel is None:
@@ -120,7 +125,6 @@ class Subscriber(Peer):
                 for downtrack in [d for d in self.downtracks if d.mid == slot.transceiver.mid]:
                     downtrack.stop()
                     self.downtracks.remove(downtrack)
-                    self._senders.pop(downtrack, None)
                     self._by_ssrc.pop(downtrack.ssrc, None)
         return removed
 
@@ -166,7 +170,6 @@ class Subscriber(Peer):
                 on_source_closed=self._source_closed,
             )
             self.downtracks.append(downtrack)
-            self._senders[downtrack] = transceiver.sender
             self._by_ssrc[ssrc] = downtrack
         if self._tap is not None and self._tap.ready:
             self._ready()
@@ -201,11 +204,28 @@ class Subscriber(Peer):
                     downtrack.retransmit(packet.lost)
 
     def tick(self, now: float) -> None:
-        """Housekeeping: give aiortc's RTCP loop the figures for each copy's sender report."""
-        for downtrack, sender in self._senders.items():
+        """Housekeeping: about once a second (0.5-1.5 s, RFC 3550 6.2), one compound RTCP packet
+        with the SRs of up to 30 copies (the publisher's clock, translated) and a CNAME."""
+        if now < self._next_report or self._tap is None or not self._tap.ready:
+            return
+        self._next_report = now + random.uniform(*REPORT_INTERVAL)
+        reports: list[tuple[int, bytes]] = []
+        for downtrack in self.downtracks:
             report = downtrack.sender_report()
             if report is not None:
-                aiortc_hooks.set_sender_report(sender, report[0], report[1], downtrack.packets, downtrack.octets)
+                ntp, rtp_ts = report
+                ssrc = downtrack.ssrc
+                reports.append((ssrc, rtp.sender_report(ssrc, ntp, rtp_ts, downtrack.packets, downtrack.octets)))
+        if not reports:
+            return
+        if self._cname is None and self.slots:
+            self._cname = aiortc_hooks.sender_cname(self.slots[0].transceiver.sender)
+        for start in range(0, len(reports), REPORTS_PER_PACKET):
+            group = reports[start : start + REPORTS_PER_PACKET]
+            packet = b"".join(sr for _, sr in group)
+            if self._cname:
+                packet += rtp.sdes_cname(group[0][0], self._cname)
+            self._tap.send_rtcp(packet)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -215,7 +235,6 @@ class Subscriber(Peer):
         if self._tap is not None:
             self._tap.close()
             self._tap = None
-        self._senders.clear()
         self._by_ssrc.clear()
         self.slots.clear()
 

@@ -53,6 +53,8 @@ class UpTrack:
         self.ssrc: int | None = None
         self.downtracks: list[DownTrack] = []
         self.copies: list[object] = []  # downtracks[i].copy, the list the engine walks
+        # the last packets, for its copies' retransmissions (video only: audio is not NACKed)
+        self.ring = self.engine.Ring() if kind == "video" else None
         self.pending = 0  # DownTracks waiting for a keyframe
         self._is_keyframe = rtp.keyframe_detector(codec.mimeType)
         self._request_keyframe = request_keyframe
@@ -116,7 +118,7 @@ class UpTrack:
             if keyframe:
                 self.keyframes += 1
         if self.copies:
-            started = self._fanout(self.copies, data, offset, keyframe)
+            started = self._fanout(self.copies, data, offset, keyframe, self.ring)
             if started is not None:
                 for downtrack in [self.downtracks[i] for i in started]:
                     downtrack.started()
@@ -165,6 +167,8 @@ class UpTrack:
         self.missing.clear()
         self.clock_ref = None
         self.has_sender_report = False
+        if self.ring is not None:
+            self.ring.clear()  # the old source's sequence numbers mean nothing now
         for downtrack in self.downtracks:
             downtrack.resync()
 
