@@ -17,3 +17,14 @@ def test_benchmark_smoke_forwards_media(tmp_path: Path) -> None:
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert (tmp_path / "smoke.json").exists()
+
+
+def test_sendpath_benchmark_runs(tmp_path: Path) -> None:
+    """bench/sendpath.py (why the fan-out sends UDP GSO runs) compiles and measures all three modes."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        raise AssertionError("no C compiler: .ci/run installs gcc")
+    command = [sys.executable, str(ROOT / "bench" / "sendpath.py"), "--rounds", "1", "--bursts", "1,4"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 4 |")]
+    assert len(rows) == 2 and "-" not in rows[1].replace("| 4 |", ""), result.stdout

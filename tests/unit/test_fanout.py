@@ -605,3 +605,24 @@ def test_no_copy_waits_more_than_a_millisecond_for_its_flush(batching: list[int]
         assert len(link.received(1)) == 1
     finally:
         link.close()
+
+
+def test_a_flush_sends_at_most_max_batch_copies(batching: list[int]) -> None:
+    """A long loop iteration flushes every MAX_BATCH copies, so no single flush runs long."""
+    from confero.media import _fanout
+
+    engine = engine_named("compiled")
+    link = make_link(engine)
+    link.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    try:
+        copy = copy_of(engine)
+        copy.set_output(link.output)
+        total = _fanout.MAX_BATCH + 40
+        for n in range(total):
+            engine.fanout([copy], packet(n, 0, b"p" * 200), 12, n == 0)
+        assert _fanout.queued() == 40
+        assert len(link.received(_fanout.MAX_BATCH)) == _fanout.MAX_BATCH
+        _fanout.flush()
+        assert len(link.received(40)) == 40
+    finally:
+        link.close()

@@ -77,10 +77,11 @@ typedef struct {
  * PAD_MAX bytes are brought to its size with RTP padding (RFC 3550 5.1); a shorter packet may
  * end a run unpadded. Under light load the loop wakes per packet and runs hold one packet; the
  * busier the loop, the longer the runs; but no copy waits more than MAX_DELAY_NS (1 ms) for
- * its flush. Without a scheduler every copy is sent immediately.
+ * its flush, and a flush sends at most MAX_BATCH copies (sending takes ~1-3 µs per copy, so
+ * one flush stays near a millisecond). Without a scheduler every copy is sent immediately.
  */
 #define QUEUE_ARENA (1 << 19)
-#define QUEUE_ENTRIES 4096
+#define QUEUE_ENTRIES 4096 /* room; MAX_BATCH below caps what is used */
 #define MAX_SEGMENTS 64 /* the kernel's UDP_MAX_SEGMENTS */
 #define MAX_GSO_BYTES 60000
 #define MAX_GSO_SEGMENT 1400 /* stay under a 1500-byte MTU with IP and UDP headers */
@@ -88,6 +89,7 @@ typedef struct {
 #define PAD_MAX 16
 #define GSO_FAILURES_MAX 16
 #define MAX_DELAY_NS 1000000 /* a queued copy waits at most this long for its flush */
+#define MAX_BATCH 512         /* copies per flush: about a millisecond of sending */
 #ifndef SOL_UDP
 #define SOL_UDP 17
 #endif
@@ -241,7 +243,7 @@ output_queue_scratch(Output *self, int n)
         return output_send_scratch(self, n);
     if (self->fd < 0)
         return -1;
-    if (n_entries == QUEUE_ENTRIES || queue_used + (size_t)n > QUEUE_ARENA)
+    if (n_entries >= MAX_BATCH || queue_used + (size_t)n > QUEUE_ARENA)
         flush_all();
     if (n_entries == 0)
         oldest_ns = now_ns();
@@ -1078,7 +1080,8 @@ PyInit__fanout(void)
         PyModule_AddObject(m, "Ring", (PyObject *)&RingType) < 0 ||
         PyModule_AddIntConstant(m, "RING_SIZE", RING_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "YOUNG_PACKETS", YOUNG_PACKETS) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_PACKET", MAX_PACKET) < 0) {
+        PyModule_AddIntConstant(m, "MAX_PACKET", MAX_PACKET) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH) < 0) {
         Py_DECREF(m);
         return NULL;
     }

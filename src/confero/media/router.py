@@ -22,6 +22,7 @@ from confero.media.subscriber import Subscriber
 logger = logging.getLogger(__name__)
 
 TICK = 0.25
+PEERS_PER_SLICE = 16  # peers handled between two yields to the event loop
 
 
 class Router:
@@ -93,7 +94,13 @@ class Router:
         while True:
             await asyncio.sleep(TICK)
             now = time.monotonic()
-            for publisher in list(self.publishers):
+            # A few peers at a time, yielding in between: with hundreds of peers one pass takes
+            # milliseconds, and forwarding must not wait for all of it (p99 latency).
+            for i, publisher in enumerate(list(self.publishers)):
+                if i and i % PEERS_PER_SLICE == 0:
+                    await asyncio.sleep(0)
+                if publisher.closed:
+                    continue
                 try:
                     publisher.tick(now)
                     for uptrack in publisher.uptracks:
@@ -101,7 +108,11 @@ class Router:
                             uptrack.request_keyframe()
                 except Exception:
                     logger.exception("publisher %s: housekeeping failed", publisher.name)
-            for subscriber in list(self.subscribers):
+            for i, subscriber in enumerate(list(self.subscribers)):
+                if i and i % PEERS_PER_SLICE == 0:
+                    await asyncio.sleep(0)
+                if subscriber.closed:
+                    continue
                 try:
                     subscriber.tick(now)
                 except Exception:
