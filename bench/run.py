@@ -952,8 +952,10 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
     if s_p.get("steps"):
         L.append("## Compiled fan-out: before and after (same run)")
         L.append("")
-        L.append("The same ramps against Confero with `--compiled-fanout false` (the pure-Python engine, the code before "
-                 "`confero.media._fanout`), interleaved with the other servers in this run.")
+        L.append("The same ramps against Confero with `--compiled-fanout false`, interleaved with the other servers in this run. "
+                 "The pure-Python engine forwards each copy at once (header rewrite, SRTP protect, `sendto`); the compiled "
+                 "one (`confero.media._fanout`) batches a player's copies into UDP GSO sends. Everything else (rings, RTCP, "
+                 "signaling) is the same code.")
         L.append("")
         L.append("| figure | compiled (after) | pure Python (before) | after/before |")
         L.append("|---|---|---|---|")
