@@ -139,3 +139,39 @@ async def test_sender_and_receiver_reports(server: Server) -> None:
         await publisher.close()
         await play_sock.close()
         await pub_sock.close()
+
+
+async def test_player_pli_reaches_the_publisher(server: Server) -> None:
+    """A player's PLI for its video copy is counted on the DownTrack and becomes a PLI to the
+    publisher (a keyframe request on the publisher's video sender)."""
+    from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+
+    pub_sock = await AmsSocket.connect(server.port)
+    play_sock = await AmsSocket.connect(server.port)
+    publisher = Publisher(pub_sock, "pli", codec="VP8", with_audio=False)
+    player = Player(play_sock, "pli")
+    try:
+        await publisher.start()
+        await pub_sock.wait_for(definition="publish_started", stream_id="pli")
+        await player.start()
+        await player.wait_frames(5)
+        (subscriber,) = server.router.subscribers
+        (downtrack,) = [d for d in subscriber.downtracks if d.kind == "video"]
+        (sender,) = [s for s in publisher.pc.getSenders() if s.track is not None and s.track.kind == "video"]
+        requests: list[float] = []
+        original = sender._send_keyframe
+        sender._send_keyframe = lambda: (requests.append(time.monotonic()), original())  # type: ignore[method-assign]
+        await asyncio.sleep(0.5)  # past the server's PLI throttle for the join's own request
+        requests.clear()
+        pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=0x5EED, media_ssrc=downtrack.ssrc)
+        await dtls_of(player.pc)._send_rtp(bytes(pli))  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 5
+        while not requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert downtrack.keyframe_requests == 1
+        assert requests, "the publisher got no PLI"
+    finally:
+        await player.close()
+        await publisher.close()
+        await play_sock.close()
+        await pub_sock.close()

@@ -45,6 +45,7 @@ class DownTrack:
         self._on_started = on_started
         self._on_source_closed = on_source_closed
         self.attached = False
+        self.keyframe_requests = 0
         rtx = rtx_payload_type is not None and rtx_ssrc is not None
         self.copy: Any = uptrack.engine.Copy(
             ssrc,
