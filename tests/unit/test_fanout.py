@@ -19,7 +19,7 @@ import pylibsrtp
 import pytest
 
 from confero.media import fanout
-from confero.media.aiortc_hooks import srtp_function
+from confero.media.aiortc_hooks import srtp_output
 
 KEY = bytes(range(30))  # AES_CM_128 master key (16) + salt (14)
 ENGINES = ["compiled", "python"]
@@ -91,20 +91,7 @@ def make_link(
     sender.bind((host, 0))
     sender.setblocking(False)
     tx, rx = srtp_pair(allow_repeat_tx)
-    addr = receiver.getsockname()
-    if engine.compiled:
-        from pylibsrtp._binding import ffi, lib
-
-        output = engine.Output(
-            sender.fileno(),
-            addr[0],
-            addr[1],
-            int(ffi.cast("uintptr_t", tx._srtp[0])),
-            int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
-            tx,
-        )
-    else:
-        output = engine.Output(srtp_function(tx, "protect"), sender.sendto, addr)
+    output = srtp_output(engine, tx, sender.fileno(), sender.sendto, receiver.getsockname())
     return Link(engine, output, receiver, sender, rx)
 
 

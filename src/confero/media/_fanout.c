@@ -73,7 +73,7 @@ typedef struct {
  * their plaintext is queued, per Output in order, until the end of the event loop's I/O phase.
  * flush() then sends each Output's run of packets of (about) the same size as one sendmsg()
  * with UDP_SEGMENT (UDP GSO, Linux 4.18+): the kernel builds, routes and delivers them as one
- * unit, cutting the per-datagram cost (bench/gso.c). Packets shorter than the run by at most
+ * unit, cutting the per-datagram cost (bench/sendpath.py). Packets shorter than the run by at most
  * PAD_MAX bytes are brought to its size with RTP padding (RFC 3550 5.1); a shorter packet may
  * end a run unpadded. Under light load the loop wakes per packet and runs hold one packet; the
  * busier the loop, the longer the runs; but no copy waits more than MAX_DELAY_NS (1 ms) for
@@ -81,7 +81,6 @@ typedef struct {
  * one flush stays near a millisecond). Without a scheduler every copy is sent immediately.
  */
 #define QUEUE_ARENA (1 << 19)
-#define QUEUE_ENTRIES 4096 /* room; MAX_BATCH below caps what is used */
 #define MAX_SEGMENTS 64 /* the kernel's UDP_MAX_SEGMENTS */
 #define MAX_GSO_BYTES 60000
 #define MAX_GSO_SEGMENT 1400 /* stay under a 1500-byte MTU with IP and UDP headers */
@@ -105,9 +104,9 @@ typedef struct {
 
 static uint8_t queue_arena[QUEUE_ARENA];
 static size_t queue_used = 0;
-static Entry entries[QUEUE_ENTRIES];
+static Entry entries[MAX_BATCH];
 static int n_entries = 0;
-static Output *dirty[QUEUE_ENTRIES]; /* strong references until flushed */
+static Output *dirty[MAX_BATCH]; /* strong references until flushed */
 static int n_dirty = 0;
 static PyObject *scheduler = NULL; /* called once when the queue stops being empty */
 static int flush_scheduled = 0;
@@ -205,6 +204,18 @@ Output_dealloc(Output *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Send one protected datagram, counting it. Returns 0 on success. */
+static inline int
+output_sendto(Output *self, const uint8_t *data, int n)
+{
+    if (sendto(self->fd, data, (size_t)n, MSG_DONTWAIT, (struct sockaddr *)&self->addr, self->addrlen) < 0) {
+        self->errors++;
+        return -1;
+    }
+    self->sent++;
+    return 0;
+}
+
 /* Protect `n` bytes already in `scratch` and send them. Returns 0 on success. */
 static inline int
 output_send_scratch(Output *self, int n)
@@ -216,12 +227,7 @@ output_send_scratch(Output *self, int n)
         self->errors++;
         return -1;
     }
-    if (sendto(self->fd, scratch, (size_t)length, MSG_DONTWAIT, (struct sockaddr *)&self->addr, self->addrlen) < 0) {
-        self->errors++;
-        return -1;
-    }
-    self->sent++;
-    return 0;
+    return output_sendto(self, scratch, length);
 }
 
 static void flush_all(void);
@@ -306,11 +312,7 @@ static void
 output_send_segments(Output *self, int segment, int count, int total)
 {
     if (count == 1) {
-        if (sendto(self->fd, gso_buffer, (size_t)total, MSG_DONTWAIT, (struct sockaddr *)&self->addr,
-                   self->addrlen) < 0)
-            self->errors++;
-        else
-            self->sent++;
+        output_sendto(self, gso_buffer, total);
         return;
     }
     if (gso_enabled) {
@@ -347,14 +349,8 @@ output_send_segments(Output *self, int segment, int count, int total)
         if (++gso_failures >= GSO_FAILURES_MAX)
             gso_enabled = 0;
     }
-    for (int offset = 0; offset < total; offset += segment) {
-        int n = total - offset < segment ? total - offset : segment;
-        if (sendto(self->fd, gso_buffer + offset, (size_t)n, MSG_DONTWAIT, (struct sockaddr *)&self->addr,
-                   self->addrlen) < 0)
-            self->errors++;
-        else
-            self->sent++;
-    }
+    for (int offset = 0; offset < total; offset += segment)
+        output_sendto(self, gso_buffer + offset, total - offset < segment ? total - offset : segment);
 }
 
 /* Protect and send one Output's queued packets, in order, as runs of equal-sized segments. */
@@ -393,8 +389,8 @@ output_flush(Output *self)
                 break;
         }
         /* protect each into gso_buffer at a fixed stride */
-        int written = 0, segment = 0, total = 0, i = 0;
-        for (int k = index; k != end; k = entries[k].next, i++) {
+        int written = 0, segment = 0, total = 0;
+        for (int k = index; k != end; k = entries[k].next) {
             int length = entries[k].length;
             int is_last = entries[k].next == end;
             int target = (is_last || length > size) ? length : size;
@@ -424,7 +420,6 @@ output_flush(Output *self)
             output_send_segments(self, segment, written, total);
         index = end;
     }
-    self->head = self->tail = -1;
 }
 
 static void
@@ -518,7 +513,6 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     Slot slots[RING_SIZE];
-    unsigned long long stored;
 } Ring;
 
 static void
@@ -555,7 +549,6 @@ ring_store(Ring *self, const uint8_t *data, Py_ssize_t size, Py_ssize_t offset)
     slot->offset = (uint16_t)offset;
     slot->seq = (uint16_t)seq;
     slot->valid = 1;
-    self->stored++;
 }
 
 static PyObject *
@@ -579,9 +572,6 @@ static PyMethodDef Ring_methods[] = {
     {"held", (PyCFunction)Ring_held, METH_NOARGS, "Packets the ring holds now."},
     {NULL}};
 
-static PyMemberDef Ring_members[] = {
-    {"stored", T_ULONGLONG, offsetof(Ring, stored), READONLY, "packets stored so far"}, {NULL}};
-
 static PyTypeObject RingType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "confero.media._fanout.Ring",
     .tp_basicsize = sizeof(Ring),
@@ -590,7 +580,6 @@ static PyTypeObject RingType = {
     .tp_new = PyType_GenericNew,
     .tp_dealloc = (destructor)Ring_dealloc,
     .tp_methods = Ring_methods,
-    .tp_members = Ring_members,
 };
 
 /* -------------------------------------------------------------------------------- Copy */
@@ -863,36 +852,9 @@ copy_write(Copy *self, const uint8_t *data, Py_ssize_t offset, Py_ssize_t size, 
 }
 
 static PyObject *
-Copy_write(Copy *self, PyObject *args)
-{
-    Py_buffer view;
-    Py_ssize_t offset;
-    int keyframe;
-    if (!PyArg_ParseTuple(args, "y*np", &view, &offset, &keyframe))
-        return NULL;
-    if (view.len < 12 || offset < 12 || offset > view.len) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "not an RTP packet with that payload offset");
-        return NULL;
-    }
-    int started = copy_write(self, view.buf, offset, view.len, keyframe);
-    PyBuffer_Release(&view);
-    return PyBool_FromLong(started);
-}
-
-static PyObject *
 Copy_get_has_ring(Copy *self, void *closure)
 {
     return PyBool_FromLong(self->ring != NULL);
-}
-
-static PyObject *
-Copy_get_output(Copy *self, void *closure)
-{
-    if (!self->output)
-        Py_RETURN_NONE;
-    Py_INCREF(self->output);
-    return (PyObject *)self->output;
 }
 
 static PyMethodDef Copy_methods[] = {
@@ -901,7 +863,6 @@ static PyMethodDef Copy_methods[] = {
     {"resync", (PyCFunction)Copy_resync, METH_O,
      "Continue the numbering after the last packet (timestamp + step) from the next keyframe."},
     {"retransmit", (PyCFunction)Copy_retransmit, METH_O, "Resend these sequence numbers from the ring."},
-    {"write", (PyCFunction)Copy_write, METH_VARARGS, "write(packet, offset, keyframe) -> started"},
     {NULL}};
 
 static PyMemberDef Copy_members[] = {
@@ -921,7 +882,6 @@ static PyMemberDef Copy_members[] = {
 
 static PyGetSetDef Copy_getset[] = {
     {"has_ring", (getter)Copy_get_has_ring, NULL, "the retransmission ring is allocated", NULL},
-    {"output", (getter)Copy_get_output, NULL, "the Output, or None", NULL},
     {NULL}};
 
 static PyTypeObject CopyType = {

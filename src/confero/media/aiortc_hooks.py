@@ -224,6 +224,27 @@ def srtp_function(session: pylibsrtp.Session, name: str) -> Callable[[bytes], by
     return process
 
 
+def srtp_output(engine: Any, session: pylibsrtp.Session, fd: int, sendto: Callable[[bytes, Any], None], addr: Any) -> Any:
+    """The fan-out engine's Output: RTP protected with `session`, sent to `addr`.
+
+    The compiled engine sends on (a dup of) descriptor `fd` and calls libsrtp itself, with the
+    session's `srtp_t` and the address of `srtp_protect` inside pylibsrtp's own libsrtp; the
+    pure-Python engine calls `sendto`.
+    """
+    if engine.compiled:
+        from pylibsrtp._binding import ffi, lib
+
+        return engine.Output(
+            fd,
+            addr[0],
+            addr[1],
+            int(ffi.cast("uintptr_t", session._srtp[0])),
+            int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
+            session,
+        )
+    return engine.Output(srtp_function(session, "protect"), sendto, addr)
+
+
 # --------------------------------------------------------------------------------------------
 # Transports of a peer connection
 # --------------------------------------------------------------------------------------------
@@ -388,22 +409,8 @@ class TransportTap:
             return None
         if self._output is not None:
             self._output.close()
-        if engine.compiled:
-            from pylibsrtp._binding import ffi, lib
-
-            tx = self.dtls._tx_srtp
-            sock = self._pair_transport.get_extra_info("socket")
-            host, port = self._addr[0], self._addr[1]  # type: ignore[index]
-            self._output = engine.Output(
-                sock.fileno(),
-                host,
-                port,
-                int(ffi.cast("uintptr_t", tx._srtp[0])),
-                int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
-                tx,
-            )
-        else:
-            self._output = engine.Output(*sender)
+        sock = self._pair_transport.get_extra_info("socket")
+        self._output = srtp_output(engine, self.dtls._tx_srtp, sock.fileno(), sender[1], sender[2])
         return self._output
 
     def close(self) -> None:

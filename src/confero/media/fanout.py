@@ -83,15 +83,13 @@ class PyOutput:
 class PyRing:
     """Retransmission ring of one published track, shared by its copies (pure Python)."""
 
-    __slots__ = ("_slots", "stored")
+    __slots__ = ("_slots",)
 
     def __init__(self) -> None:
         self._slots: list[tuple[int, bytes, int] | None] = [None] * RING_SIZE
-        self.stored = 0
 
     def store(self, seq: int, packet: bytes, offset: int) -> None:
         self._slots[seq & RING_MASK] = (seq, packet, offset)
-        self.stored += 1
 
     def get(self, seq: int) -> tuple[bytes, int] | None:
         slot = self._slots[seq & RING_MASK]
@@ -162,10 +160,6 @@ class PyCopy:
     def has_ring(self) -> bool:
         return self._ring is not None
 
-    @property
-    def output(self) -> PyOutput | None:
-        return self._output
-
     def set_output(self, output: PyOutput | None) -> None:
         if output is not None and not isinstance(output, PyOutput):
             raise TypeError("set_output() takes an Output or None")
@@ -178,12 +172,6 @@ class PyCopy:
         self.next_seq = (self.last_seq + 1) & 0xFFFF
         self.next_ts = (self.last_ts + step) & 0xFFFFFFFF
         self.waiting = True
-
-    def write(self, packet: bytes, offset: int, keyframe: bool) -> bool:
-        if len(packet) < 12 or not 12 <= offset <= len(packet):
-            raise ValueError("not an RTP packet with that payload offset")
-        seq = (packet[2] << 8) | packet[3]
-        return self._write(packet[0] & 0x20, packet[1] & 0x80, seq, _unpack_ts(packet, 4)[0], packet[offset:], keyframe)
 
     def _write(self, pad: int, marker: int, seq: int, ts: int, payload: bytes, keyframe: bool) -> bool:
         started = False
