@@ -37,7 +37,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 import aioice.ice
@@ -459,6 +459,41 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+class Commands:
+    """The controller's JSON commands on stdin, one per line, until `quit`, end of input or the
+    deadline (`timed_out`, after emitting a `timeout` event). Lines that are not JSON are
+    answered with an `error` event and skipped."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.timed_out = False
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        stdin = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+        while True:
+            remaining = self.deadline - loop.time()
+            if remaining <= 0:
+                emit({"event": "timeout"})
+                self.timed_out = True
+                return
+            try:
+                line = await asyncio.wait_for(stdin.readline(), remaining)
+            except asyncio.TimeoutError:
+                continue
+            if not line:
+                return  # the controller went away
+            try:
+                cmd = json.loads(line)
+            except ValueError:
+                emit({"event": "error", "error": f"bad command {line!r}"})
+                continue
+            if cmd.get("cmd") == "quit":
+                return
+            yield cmd
+
+
 def cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -476,8 +511,7 @@ async def run(args: argparse.Namespace) -> int:
     track = ReplayTrack(frames, args.fps, args.max_seconds)
     publisher = BenchPublisher(url, args.stream, track)
     players: list[CountingPlayer] = []
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    commands = Commands(deadline)
     code = 0
     try:
         await publisher.start(args.timeout)
@@ -495,26 +529,8 @@ async def run(args: argparse.Namespace) -> int:
                 "loop": type(loop).__module__,
             }
         )
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                emit({"event": "timeout"})
-                code = 3
-                break
-            try:
-                line = await asyncio.wait_for(stdin.readline(), remaining)
-            except asyncio.TimeoutError:
-                continue
-            if not line:
-                break  # the controller went away
-            try:
-                cmd = json.loads(line)
-            except ValueError:
-                emit({"event": "error", "error": f"bad command {line!r}"})
-                continue
+        async for cmd in commands:
             name = cmd.get("cmd")
-            if name == "quit":
-                break
             if name == "stats":
                 emit(
                     {
@@ -556,6 +572,8 @@ async def run(args: argparse.Namespace) -> int:
                     emit({"event": "error", "error": repr(exc)})
             else:
                 emit({"event": "error", "error": f"unknown command {name!r}"})
+        if commands.timed_out:
+            code = 3
     except Exception as exc:
         logger.exception("load generator failed")
         emit({"event": "error", "error": repr(exc)})

@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import fcntl
 import fractions
-import json
 import logging
 import math
 import os
@@ -67,8 +66,10 @@ from aiortc.codecs.vpx import Vp8Encoder
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadgen import (  # noqa: E402
+    Commands,
     Signal,
     count_sequence,
+    emit,
     encode_vp8,
     loopback_only,
     new_pc,
@@ -966,11 +967,6 @@ class Generator:
             await self.http.close()
 
 
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.max_seconds
@@ -979,33 +975,14 @@ async def run(args: argparse.Namespace) -> int:
         bitrate=args.bitrate, fps=args.fps, frames=args.frames, width=args.width, height=args.height, noise=args.noise, audio_bitrate=args.audio_bitrate
     )
     gen = Generator(args, media)
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    commands = Commands(deadline)
     lag_task = loop.create_task(gen.lag_monitor())
     code = 0
     try:
         await gen.start()
         emit({"event": "ready", "media": media.describe(), "prepare_s": round(time.monotonic() - t0, 3), "loop": type(loop).__module__})
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                emit({"event": "timeout"})
-                code = 3
-                break
-            try:
-                line = await asyncio.wait_for(stdin.readline(), remaining)
-            except asyncio.TimeoutError:
-                continue
-            if not line:
-                break
-            try:
-                cmd = json.loads(line)
-            except ValueError:
-                emit({"event": "error", "error": f"bad command {line!r}"})
-                continue
+        async for cmd in commands:
             name = cmd.get("cmd")
-            if name == "quit":
-                break
             if name in ("stats", "mark"):
                 emit(gen.stats(reset=name == "mark"))
             elif name in ("pause", "resume"):
@@ -1025,6 +1002,8 @@ async def run(args: argparse.Namespace) -> int:
                     emit({"event": "error", "error": repr(exc)})
             else:
                 emit({"event": "error", "error": f"unknown command {name!r}"})
+        if commands.timed_out:
+            code = 3
     except Exception as exc:
         logger.exception("load generator failed")
         emit({"event": "error", "error": repr(exc)})
