@@ -32,7 +32,12 @@ from pathlib import Path
 from typing import Any
 
 JANUS_BIN = "janus"
-LIB_DIRS = ("/usr/lib/x86_64-linux-gnu/janus", "/usr/lib/aarch64-linux-gnu/janus", "/usr/lib/janus", "/usr/local/lib/janus")
+LIB_DIRS = (
+    "/usr/lib/x86_64-linux-gnu/janus",
+    "/usr/lib/aarch64-linux-gnu/janus",
+    "/usr/lib/janus",
+    "/usr/local/lib/janus",
+)
 
 
 def janus_binary() -> str | None:
@@ -54,7 +59,10 @@ def build_loopback_shim(workdir: Path) -> Path:
     if compiler is None:
         raise RuntimeError("no C compiler (apt-get install -y gcc libc6-dev) to build the Janus loopback shim")
     result = subprocess.run(
-        [compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(source), "-ldl"], capture_output=True, text=True, timeout=60
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(source), "-ldl"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if result.returncode != 0:
         raise RuntimeError(f"building the Janus loopback shim failed: {result.stderr.strip()[:500]}")
@@ -116,10 +124,10 @@ class JanusServer:
         (conf / "janus.jcfg").write_text(
             f"""general: {{
 	configs_folder = "{conf}"
-	plugins_folder = "{w / 'plugins'}"
-	transports_folder = "{w / 'transports'}"
-	events_folder = "{w / 'events'}"
-	loggers_folder = "{w / 'loggers'}"
+	plugins_folder = "{w / "plugins"}"
+	transports_folder = "{w / "transports"}"
+	events_folder = "{w / "events"}"
+	loggers_folder = "{w / "loggers"}"
 	debug_level = {self.debug_level}
 	server_name = "janus-bench-loopback"
 	session_timeout = 60

@@ -293,7 +293,12 @@ class BenchPublisher:
         self.sender = transceiver.sender
         await self.pc.setLocalDescription(await self.pc.createOffer())
         await self.signal.send(
-            {"command": "takeConfiguration", "streamId": self.stream_id, "type": "offer", "sdp": self.pc.localDescription.sdp}
+            {
+                "command": "takeConfiguration",
+                "streamId": self.stream_id,
+                "type": "offer",
+                "sdp": self.pc.localDescription.sdp,
+            }
         )
         answer = await self.signal.wait_for("takeConfiguration", timeout, streamId=self.stream_id, type="answer")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
@@ -382,7 +387,12 @@ class CountingPlayer:
         dtls._handle_rtp_data = no_decode  # instance attribute wins over the method
         await pc.setLocalDescription(await pc.createAnswer())
         await self.signal.send(
-            {"command": "takeConfiguration", "streamId": self.stream_id, "type": "answer", "sdp": pc.localDescription.sdp}
+            {
+                "command": "takeConfiguration",
+                "streamId": self.stream_id,
+                "type": "answer",
+                "sdp": pc.localDescription.sdp,
+            }
         )
         await wait_connected(pc, timeout)
         self._hook_socket(dtls)

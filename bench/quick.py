@@ -190,9 +190,7 @@ class LoadGen:
     def __init__(self, cmd: list[str], stderr_path: Path, cpu: int | None) -> None:
         self.cmd = cmd
         self._stderr = open(stderr_path, "wb")
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=REPO
-        )
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=REPO)
         if cpu is not None:
             os.sched_setaffinity(self.proc.pid, {cpu})
         self._sel = selectors.DefaultSelector()
@@ -267,9 +265,7 @@ def problems_in(text: str, limit: int = 20) -> tuple[int, list[str]]:
 # ----------------------------------------------------------------------------------- main
 
 
-def measure(
-    lg: LoadGen, server_pid: int, loadgen_pid: int, window: float, k: int
-) -> dict[str, Any]:
+def measure(lg: LoadGen, server_pid: int, loadgen_pid: int, window: float, k: int) -> dict[str, Any]:
     """One measurement window: server CPU, publisher packets, player packets."""
     s0 = lg.request({"cmd": "stats"}, "stats", 10)
     u0 = udp_errors()
@@ -342,7 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=None, help="idle window without publisher (default 4)")
     parser.add_argument("--fps", type=float, default=200.0, help="publisher frames/s (~10 packets each)")
     parser.add_argument("--pin", action="store_true", help="server on CPU 0, load generator on CPU 1")
-    parser.add_argument("--engine", choices=("compiled", "python"), default="compiled", help="the server's fan-out engine (python: --compiled-fanout false)")
+    parser.add_argument(
+        "--engine",
+        choices=("compiled", "python"),
+        default="compiled",
+        help="the server's fan-out engine (python: --compiled-fanout false)",
+    )
     parser.add_argument("--no-uvloop-client", action="store_true", help="load generator on asyncio")
     parser.add_argument("--out", default=str(BENCH / "results" / "quick.json"))
     args = parser.parse_args(argv)
@@ -559,9 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"=> one core would forward ~{fit['copies_per_core_s'] / 1000:.0f} k copies/s (copy cost alone)")
     else:
         print("no fit (fewer than two usable runs)")
-    bad_keyframe = [
-        (r["k"], s["index"]) for r in runs for s in r["subs"] if s["first_is_keyframe"] is False
-    ]
+    bad_keyframe = [(r["k"], s["index"]) for r in runs for s in r["subs"] if s["first_is_keyframe"] is False]
     bad_samples = sum(s["samples_bad"] for r in runs[-1:] for s in r["subs"])
     if bad_keyframe:
         print(f"WARNING: players whose first packet was not a VP8 keyframe start: {bad_keyframe}")

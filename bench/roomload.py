@@ -101,7 +101,9 @@ HIST_MAX = 200_000  # buckets: up to 2 s
 class Media:
     """Pre-encoded, pre-packetised VP8 frames and Opus packets, shared by every publisher."""
 
-    def __init__(self, *, bitrate: int, fps: float, frames: int, width: int, height: int, noise: int, audio_bitrate: int) -> None:
+    def __init__(
+        self, *, bitrate: int, fps: float, frames: int, width: int, height: int, noise: int, audio_bitrate: int
+    ) -> None:
         # encode_vp8 sizes frames for 30 fps; scale the bitrate so that `fps` gives `bitrate`.
         encoded = encode_vp8(frames, frames, width, height, int(bitrate * 30 / fps), noise)
         self.fps = fps
@@ -162,7 +164,9 @@ def add_send_transceivers(pc: RTCPeerConnection) -> None:
     for kind, mime in (("audio", "audio/opus"), ("video", "video/vp8")):
         t = pc.addTransceiver(IdleTrack(kind), direction="sendonly")
         caps = RTCRtpSender.getCapabilities(kind).codecs
-        t.setCodecPreferences([c for c in caps if c.mimeType.lower() == mime] + [c for c in caps if c.mimeType.lower() == f"{kind}/rtx"])
+        t.setCodecPreferences(
+            [c for c in caps if c.mimeType.lower() == mime] + [c for c in caps if c.mimeType.lower() == f"{kind}/rtx"]
+        )
 
 
 class RawSender:
@@ -365,7 +369,9 @@ class Sink:
         for t in pc.getTransceivers():
             for c in t._codecs:
                 mime = c.mimeType.lower()
-                self.kinds[c.payloadType] = "rtx" if mime.endswith("/rtx") else ("video" if mime.startswith("video/") else "audio")
+                self.kinds[c.payloadType] = (
+                    "rtx" if mime.endswith("/rtx") else ("video" if mime.startswith("video/") else "audio")
+                )
 
     def _source(self, ssrc: int, pt: int) -> SourceStat:
         st = SourceStat(self.kinds.get(pt, "other"))
@@ -535,17 +541,45 @@ class ConferoParticipant:
     async def publish(self, timeout: float) -> None:
         await self.signal.open()
         await self.signal.send(
-            {"command": "joinRoom", "room": self.room, "mainTrack": self.room, "streamId": self.stream_id, "mode": "multitrack", "streamName": self.stream_id, "role": "", "metadata": ""}
+            {
+                "command": "joinRoom",
+                "room": self.room,
+                "mainTrack": self.room,
+                "streamId": self.stream_id,
+                "mode": "multitrack",
+                "streamName": self.stream_id,
+                "role": "",
+                "metadata": "",
+            }
         )
         await self.signal.wait_for("notification", timeout, definition="joinedTheRoom")
         await self.signal.send(
-            {"command": "publish", "streamId": self.stream_id, "token": "", "subscriberId": "", "subscriberCode": "", "streamName": self.stream_id, "mainTrack": self.room, "video": True, "audio": True, "metaData": "", "role": ""}
+            {
+                "command": "publish",
+                "streamId": self.stream_id,
+                "token": "",
+                "subscriberId": "",
+                "subscriberCode": "",
+                "streamName": self.stream_id,
+                "mainTrack": self.room,
+                "video": True,
+                "audio": True,
+                "metaData": "",
+                "role": "",
+            }
         )
         await self.signal.wait_for("start", timeout, streamId=self.stream_id)
         pc = self.pub_pc = new_pc()
         add_send_transceivers(pc)
         await pc.setLocalDescription(await pc.createOffer())
-        await self.signal.send({"command": "takeConfiguration", "streamId": self.stream_id, "type": "offer", "sdp": pc.localDescription.sdp})
+        await self.signal.send(
+            {
+                "command": "takeConfiguration",
+                "streamId": self.stream_id,
+                "type": "offer",
+                "sdp": pc.localDescription.sdp,
+            }
+        )
         answer = await self.signal.wait_for("takeConfiguration", timeout, streamId=self.stream_id, type="answer")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         await wait_connected(pc, timeout)
@@ -556,7 +590,18 @@ class ConferoParticipant:
         sink = self.sink = Sink(self.gen.totals, self.gen.sample, others)
         sink.t0_ns = time.time_ns()
         await self.signal.send(
-            {"command": "play", "streamId": self.room, "room": self.room, "token": "", "trackList": ["!" + self.stream_id], "subscriberId": "", "subscriberCode": "", "viewerInfo": "", "role": "", "userPublishId": self.stream_id}
+            {
+                "command": "play",
+                "streamId": self.room,
+                "room": self.room,
+                "token": "",
+                "trackList": ["!" + self.stream_id],
+                "subscriberId": "",
+                "subscriberCode": "",
+                "viewerInfo": "",
+                "role": "",
+                "userPublishId": self.stream_id,
+            }
         )
         offer = await self.signal.wait_for("takeConfiguration", timeout, streamId=self.room, type="offer")
         pc = self.sub_pc = new_pc()
@@ -564,7 +609,9 @@ class ConferoParticipant:
         sink.hook_dtls(pc)
         await pc.setLocalDescription(await pc.createAnswer())
         sink.set_kinds(pc)
-        await self.signal.send({"command": "takeConfiguration", "streamId": self.room, "type": "answer", "sdp": pc.localDescription.sdp})
+        await self.signal.send(
+            {"command": "takeConfiguration", "streamId": self.room, "type": "answer", "sdp": pc.localDescription.sdp}
+        )
         await wait_connected(pc, timeout)
         sink.hook_socket(pc)
         self._reoffers = asyncio.get_running_loop().create_task(self._answer_reoffers())
@@ -586,7 +633,14 @@ class ConferoParticipant:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
                 await pc.setLocalDescription(await pc.createAnswer())
                 self.sink.set_kinds(pc)
-                await self.signal.send({"command": "takeConfiguration", "streamId": self.room, "type": "answer", "sdp": pc.localDescription.sdp})
+                await self.signal.send(
+                    {
+                        "command": "takeConfiguration",
+                        "streamId": self.room,
+                        "type": "answer",
+                        "sdp": pc.localDescription.sdp,
+                    }
+                )
             except Exception:
                 logger.exception("%s: re-offer failed", self.stream_id)
 
@@ -597,7 +651,9 @@ class ConferoParticipant:
         if self.sink is not None:
             self.sink.unhook()
         with contextlib.suppress(Exception):
-            await self.signal.send({"command": "leaveFromRoom", "room": self.room, "mainTrack": self.room, "streamId": self.stream_id})
+            await self.signal.send(
+                {"command": "leaveFromRoom", "room": self.room, "mainTrack": self.room, "streamId": self.stream_id}
+            )
         for pc in (self.sub_pc, self.pub_pc):
             if pc is not None:
                 with contextlib.suppress(Exception):
@@ -649,7 +705,9 @@ class JanusSession:
             raise JanusError(f"attach: {data}")
         return int(data["data"]["id"])
 
-    async def message(self, handle: int, body: dict[str, Any], jsep: dict[str, Any] | None = None, timeout: float = 20.0) -> dict[str, Any]:
+    async def message(
+        self, handle: int, body: dict[str, Any], jsep: dict[str, Any] | None = None, timeout: float = 20.0
+    ) -> dict[str, Any]:
         """A plugin request; returns the synchronous answer or the asynchronous event for it."""
         tid = transaction_id()
         msg: dict[str, Any] = {"janus": "message", "transaction": tid, "body": body}
@@ -676,7 +734,11 @@ class JanusSession:
     async def _poll(self) -> None:
         while not self.closed:
             try:
-                async with self.http.get(self.url, params={"maxev": "10", "rid": str(time.time_ns())}, timeout=aiohttp.ClientTimeout(total=40)) as response:
+                async with self.http.get(
+                    self.url,
+                    params={"maxev": "10", "rid": str(time.time_ns())},
+                    timeout=aiohttp.ClientTimeout(total=40),
+                ) as response:
                     data = await response.json(content_type=None)
             except asyncio.CancelledError:
                 return
@@ -728,12 +790,19 @@ class JanusParticipant:
     async def publish(self, timeout: float) -> None:
         await self.session.create()
         self.pub_handle = await self.session.attach()
-        await self.session.message(self.pub_handle, {"request": "join", "ptype": "publisher", "room": self.room_id, "id": self.feed_id, "display": self.name}, timeout=timeout)
+        await self.session.message(
+            self.pub_handle,
+            {"request": "join", "ptype": "publisher", "room": self.room_id, "id": self.feed_id, "display": self.name},
+            timeout=timeout,
+        )
         pc = self.pub_pc = new_pc()
         add_send_transceivers(pc)
         await pc.setLocalDescription(await pc.createOffer())
         event = await self.session.message(
-            self.pub_handle, {"request": "publish"}, jsep={"type": "offer", "sdp": pc.localDescription.sdp, "trickle": False}, timeout=timeout
+            self.pub_handle,
+            {"request": "publish"},
+            jsep={"type": "offer", "sdp": pc.localDescription.sdp, "trickle": False},
+            timeout=timeout,
         )
         jsep = event.get("jsep")
         if not jsep:
@@ -747,7 +816,9 @@ class JanusParticipant:
         self.sub_handle = await self.session.attach()
         sink.t0_ns = time.time_ns()
         event = await self.session.message(
-            self.sub_handle, {"request": "join", "ptype": "subscriber", "room": self.room_id, "streams": [{"feed": f} for f in feeds]}, timeout=timeout
+            self.sub_handle,
+            {"request": "join", "ptype": "subscriber", "room": self.room_id, "streams": [{"feed": f} for f in feeds]},
+            timeout=timeout,
         )
         jsep = event.get("jsep")
         if not jsep:
@@ -757,7 +828,12 @@ class JanusParticipant:
         sink.hook_dtls(pc)
         await pc.setLocalDescription(await pc.createAnswer())
         sink.set_kinds(pc)
-        await self.session.message(self.sub_handle, {"request": "start"}, jsep={"type": "answer", "sdp": pc.localDescription.sdp, "trickle": False}, timeout=timeout)
+        await self.session.message(
+            self.sub_handle,
+            {"request": "start"},
+            jsep={"type": "answer", "sdp": pc.localDescription.sdp, "trickle": False},
+            timeout=timeout,
+        )
         await wait_connected(pc, timeout)
         sink.hook_socket(pc)
 
@@ -844,7 +920,12 @@ class Generator:
         self.participants.extend(everyone)
         for room, ps in new.items():
             self.rooms[room] = ps
-        ok = await asyncio.gather(*(guarded(p.publish(timeout), f"publish {getattr(p, 'stream_id', getattr(p, 'name', '?'))}") for p in everyone))
+        ok = await asyncio.gather(
+            *(
+                guarded(p.publish(timeout), f"publish {getattr(p, 'stream_id', getattr(p, 'name', '?'))}")
+                for p in everyone
+            )
+        )
         published = time.monotonic() - t0
         subs = []
         for room, ps in new.items():
@@ -863,7 +944,8 @@ class Generator:
         deadline = time.monotonic() + self.args.first_frame_wait
         while time.monotonic() < deadline:
             if all(
-                p.sink is not None and sum(1 for s in p.sink.sources.values() if s.kind == "video" and s.key_ns) >= m - 1
+                p.sink is not None
+                and sum(1 for s in p.sink.sources.values() if s.kind == "video" and s.key_ns) >= m - 1
                 for p in everyone
             ):
                 break
@@ -972,7 +1054,13 @@ async def run(args: argparse.Namespace) -> int:
     deadline = loop.time() + args.max_seconds
     t0 = time.monotonic()
     media = Media(
-        bitrate=args.bitrate, fps=args.fps, frames=args.frames, width=args.width, height=args.height, noise=args.noise, audio_bitrate=args.audio_bitrate
+        bitrate=args.bitrate,
+        fps=args.fps,
+        frames=args.frames,
+        width=args.width,
+        height=args.height,
+        noise=args.noise,
+        audio_bitrate=args.audio_bitrate,
     )
     gen = Generator(args, media)
     commands = Commands(deadline)
@@ -980,7 +1068,14 @@ async def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         await gen.start()
-        emit({"event": "ready", "media": media.describe(), "prepare_s": round(time.monotonic() - t0, 3), "loop": type(loop).__module__})
+        emit(
+            {
+                "event": "ready",
+                "media": media.describe(),
+                "prepare_s": round(time.monotonic() - t0, 3),
+                "loop": type(loop).__module__,
+            }
+        )
         async for cmd in commands:
             name = cmd.get("cmd")
             if name in ("stats", "mark"):
@@ -1019,7 +1114,9 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", choices=("confero", "janus"), required=True)
-    parser.add_argument("--port", type=int, required=True, help="Confero's HTTP/WebSocket port or Janus's HTTP API port")
+    parser.add_argument(
+        "--port", type=int, required=True, help="Confero's HTTP/WebSocket port or Janus's HTTP API port"
+    )
     parser.add_argument("--app", default="WebRTCAppEE")
     parser.add_argument("--worker", type=int, default=0, help="worker index (keeps Janus room ids apart)")
     parser.add_argument("--bitrate", type=int, default=1_000_000, help="video bit/s per publisher")
@@ -1028,21 +1125,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=90, help="pre-encoded frames (looped; the first is a keyframe)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--noise", type=int, default=8, help="per-frame luma noise (8 keeps libvpx near the target bitrate)")
+    parser.add_argument(
+        "--noise", type=int, default=8, help="per-frame luma noise (8 keeps libvpx near the target bitrate)"
+    )
     parser.add_argument("--sample", type=int, default=8, help="decrypt one packet in N for the latency stamp")
     parser.add_argument("--timeout", type=float, default=20.0, help="per signaling/connect step")
     parser.add_argument("--concurrency", type=int, default=8, help="participants set up at once")
     parser.add_argument("--first-frame-wait", type=float, default=5.0)
     parser.add_argument("--max-participants", type=int, default=200)
     parser.add_argument("--max-seconds", type=float, default=900.0)
-    parser.add_argument("--srtp", choices=("any", "cm"), default="any", help="any: aiortc's list (AEAD GCM first, as browsers); cm: offer only AES_CM_128_HMAC_SHA1_80")
+    parser.add_argument(
+        "--srtp",
+        choices=("any", "cm"),
+        default="any",
+        help="any: aiortc's list (AEAD GCM first, as browsers); cm: offer only AES_CM_128_HMAC_SHA1_80",
+    )
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
     if args.srtp == "cm":
         from aiortc import rtcdtlstransport
 
         # RTCDtlsTransport keeps a reference to this list: restrict it in place.
-        rtcdtlstransport.SRTP_PROFILES[:] = [p for p in rtcdtlstransport.SRTP_PROFILES if p.openssl_profile == b"SRTP_AES128_CM_SHA1_80"]
+        rtcdtlstransport.SRTP_PROFILES[:] = [
+            p for p in rtcdtlstransport.SRTP_PROFILES if p.openssl_profile == b"SRTP_AES128_CM_SHA1_80"
+        ]
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="roomload %(levelname)s %(name)s: %(message)s")
     loopback_only()
     return run_on_loop(run(args), uvloop=not args.no_uvloop)

@@ -328,8 +328,20 @@ def measure_window(lg: LoadGen, target: Any, lg_pid: int, window: float) -> dict
         "machine_busy": busy,
         "other_cpu": max(0.0, busy - server["cores"] - gen["cores"]),
         "rss_mb": rss_mb(target.pid),
-        "lat_kernel_ms": {"p50": hist_pct(h_k, 0.50), "p90": hist_pct(h_k, 0.90), "p99": hist_pct(h_k, 0.99), "max": hist_pct(h_k, 1.0), "n": sum(h_k.values())},
-        "lat_app_ms": {"p50": hist_pct(h_a, 0.50), "p90": hist_pct(h_a, 0.90), "p99": hist_pct(h_a, 0.99), "max": hist_pct(h_a, 1.0), "n": sum(h_a.values())},
+        "lat_kernel_ms": {
+            "p50": hist_pct(h_k, 0.50),
+            "p90": hist_pct(h_k, 0.90),
+            "p99": hist_pct(h_k, 0.99),
+            "max": hist_pct(h_k, 1.0),
+            "n": sum(h_k.values()),
+        },
+        "lat_app_ms": {
+            "p50": hist_pct(h_a, 0.50),
+            "p90": hist_pct(h_a, 0.90),
+            "p99": hist_pct(h_a, 0.99),
+            "max": hist_pct(h_a, 1.0),
+            "n": sum(h_a.values()),
+        },
         "hist_kernel": h_k,
         "gen_lag_max_ms": s1["lag_max_ms"],
         "gen_lag_mean_ms": s1["lag_mean_ms"],
@@ -421,7 +433,10 @@ def sweep(kind: str, m: int, args: argparse.Namespace, deadline: float, log: Any
                 waited += wait_quiet([target.pid, lg.proc.pid], args.noisy_cpu, args.quiet_wait)
                 again = measure_window(lg, target, lg.proc.pid, args.window)
                 windows += 1
-                if again["other_cpu"] + again["gen_lag_mean_ms"] / 10 < step["other_cpu"] + step["gen_lag_mean_ms"] / 10:
+                if (
+                    again["other_cpu"] + again["gen_lag_mean_ms"] / 10
+                    < step["other_cpu"] + step["gen_lag_mean_ms"] / 10
+                ):
                     step = again
             step["windows"] = windows
             step["waited_for_quiet_s"] = round(waited, 1)
@@ -456,7 +471,9 @@ def sweep(kind: str, m: int, args: argparse.Namespace, deadline: float, log: Any
             if step["server_cpu"] + step["gen_cpu"] >= 0.95 * len(os.sched_getaffinity(0)):
                 reasons.append("machine saturated")
             # Delivery far from 100 % with no gaps means packets piled up in a queue (a stall).
-            step["zero_loss"] = step["loss"] <= args.loss_threshold and not added["n_failed"] and 0.98 < step["delivery"] < 1.02
+            step["zero_loss"] = (
+                step["loss"] <= args.loss_threshold and not added["n_failed"] and 0.98 < step["delivery"] < 1.02
+            )
             # ...and packets did not sit in a queue (a starved or stalled server): median latency < 50 ms.
             p50 = step["lat_kernel_ms"]["p50"]
             step["healthy"] = step["zero_loss"] and p50 is not None and p50 < 50.0
@@ -469,7 +486,11 @@ def sweep(kind: str, m: int, args: argparse.Namespace, deadline: float, log: Any
                 f"in {step['pps_in']:7.0f} fwd {step['fwd_pps']:8.0f} pps ({step['delivery'] * 100:5.1f} %) "
                 f"loss {step['loss'] * 100:.3f} % lat p50/p99 {fmt(lk['p50'], 2)}/{fmt(lk['p99'], 2)} ms "
                 f"join->key p95 {fmt(step['join']['key_p95_ms'], 0)} ms RSS {step['rss_mb']:.0f} MB"
-                + (f" (noisy after {windows} windows)" if step["noisy"] else (f" ({windows} windows)" if windows > 1 else ""))
+                + (
+                    f" (noisy after {windows} windows)"
+                    if step["noisy"]
+                    else (f" ({windows} windows)" if windows > 1 else "")
+                )
                 + (f"  [{'; '.join(reasons)}]" if reasons else "")
             )
             print(line, file=log, flush=True)
@@ -546,7 +567,9 @@ def fit_costs(steps: list[dict[str, Any]], idle_pp_ms: float | None) -> dict[str
 
 
 def rss_slope(sweep_result: dict[str, Any]) -> float | None:
-    pts = [(0, sweep_result.get("idle", {}).get("rss_mb"))] + [(s["participants"], s["rss_mb"]) for s in sweep_result["steps"]]
+    pts = [(0, sweep_result.get("idle", {}).get("rss_mb"))] + [
+        (s["participants"], s["rss_mb"]) for s in sweep_result["steps"]
+    ]
     pts = [(p, r) for p, r in pts if r is not None and not math.isnan(r)]
     if len(pts) < 2:
         return None
@@ -623,22 +646,38 @@ def pick_latency_point(results: list[dict[str, Any]], core_limit: float) -> tupl
     return best["m"], best["participants"]
 
 
-def latency_band(results: list[dict[str, Any]], servers: list[str], low: float = 0.6, high: float = 0.8) -> dict[str, Any]:
+def latency_band(
+    results: list[dict[str, Any]], servers: list[str], low: float = 0.6, high: float = 0.8
+) -> dict[str, Any]:
     """Latency pooled over Confero's healthy steps at 60-80 % of its core (70 % of capacity), and
     over Janus's steps at the same (M, participants): one window's p99 hangs on a single stall,
     the pool is steadier."""
     points = sorted(
-        {(s["m"], s["participants"]) for r in results if r["server"] == "confero" for s in r["steps"] if s.get("healthy") and low <= s["server_cpu"] <= high}
+        {
+            (s["m"], s["participants"])
+            for r in results
+            if r["server"] == "confero"
+            for s in r["steps"]
+            if s.get("healthy") and low <= s["server_cpu"] <= high
+        }
     )
     out: dict[str, Any] = {"points": points, "band": [low, high]}
     if not points:
         # The generator could not drive Confero that far: pool the steps nearest the top load.
-        healthy = [(s["server_cpu"], s["m"], s["participants"]) for r in results if r["server"] == "confero" for s in r["steps"] if s.get("healthy")]
+        healthy = [
+            (s["server_cpu"], s["m"], s["participants"])
+            for r in results
+            if r["server"] == "confero"
+            for s in r["steps"]
+            if s.get("healthy")
+        ]
         if healthy:
             top = max(c for c, _, _ in healthy)
             points = sorted({(m, p) for c, m, p in healthy if c >= top - 0.1})
             out["points"] = points
-            out["fallback"] = f"no step reached {low * 100:.0f}-{high * 100:.0f} % of a core; pooled instead: the steps within 10 points of the highest load reached ({top * 100:.0f} %)"
+            out["fallback"] = (
+                f"no step reached {low * 100:.0f}-{high * 100:.0f} % of a core; pooled instead: the steps within 10 points of the highest load reached ({top * 100:.0f} %)"
+            )
     for server in servers:
         pooled: dict[int, int] = {}
         used = []
@@ -701,7 +740,10 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("NOTE: matplotlib is not installed: no plots (pip install matplotlib); tables are still written", file=sys.stderr)
+        print(
+            "NOTE: matplotlib is not installed: no plots (pip install matplotlib); tables are still written",
+            file=sys.stderr,
+        )
         return []
     outdir.mkdir(parents=True, exist_ok=True)
     colors = {"confero": "tab:blue", "confero-python": "tab:green", "janus": "tab:orange"}
@@ -718,7 +760,9 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
         for r in series(server):
             xs = [s["fwd_pps"] / 1000 for s in r["steps"]]
             ys = [s["server_cpu"] * 100 for s in r["steps"]]
-            ax.plot(xs, ys, marker=markers.get(r["m"], "o"), color=colors[server], label=f"{server} M={r['m']}", alpha=0.8)
+            ax.plot(
+                xs, ys, marker=markers.get(r["m"], "o"), color=colors[server], label=f"{server} M={r['m']}", alpha=0.8
+            )
     ax.set_xlabel("forwarded packets/s (thousands)")
     ax.set_ylabel("server CPU (% of one core)")
     ax.set_title("Server CPU vs forwarded packet rate")
@@ -734,8 +778,12 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
     for server in servers:
         steps = sorted((s for r in series(server) for s in r["steps"]), key=lambda s: s["fwd_pps"])
         xs = [s["fwd_pps"] / 1000 for s in steps]
-        ax.plot(xs, [s["lat_kernel_ms"]["p50"] for s in steps], "o", color=colors[server], label=f"{server} p50", alpha=0.8)
-        ax.plot(xs, [s["lat_kernel_ms"]["p99"] for s in steps], "x", color=colors[server], label=f"{server} p99", alpha=0.8)
+        ax.plot(
+            xs, [s["lat_kernel_ms"]["p50"] for s in steps], "o", color=colors[server], label=f"{server} p50", alpha=0.8
+        )
+        ax.plot(
+            xs, [s["lat_kernel_ms"]["p99"] for s in steps], "x", color=colors[server], label=f"{server} p99", alpha=0.8
+        )
     ax.set_yscale("log")
     ax.set_xlabel("forwarded packets/s (thousands)")
     ax.set_ylabel("added latency, ms (publisher send -> kernel receive)")
@@ -752,8 +800,22 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
     for server in servers:
         for r in series(server):
             ps = [s["participants"] for s in r["steps"]]
-            axes[0].plot(ps, [s["cpu_per_participant_ms"] / 10 for s in r["steps"]], marker=markers.get(r["m"], "o"), color=colors[server], label=f"{server} M={r['m']}", alpha=0.8)
-            axes[1].plot(ps, [s["loss"] * 100 for s in r["steps"]], marker=markers.get(r["m"], "o"), color=colors[server], label=f"{server} M={r['m']}", alpha=0.8)
+            axes[0].plot(
+                ps,
+                [s["cpu_per_participant_ms"] / 10 for s in r["steps"]],
+                marker=markers.get(r["m"], "o"),
+                color=colors[server],
+                label=f"{server} M={r['m']}",
+                alpha=0.8,
+            )
+            axes[1].plot(
+                ps,
+                [s["loss"] * 100 for s in r["steps"]],
+                marker=markers.get(r["m"], "o"),
+                color=colors[server],
+                label=f"{server} M={r['m']}",
+                alpha=0.8,
+            )
     axes[0].set_xlabel("participants")
     axes[0].set_ylabel("server CPU per participant (% of a core)")
     axes[0].grid(alpha=0.3)
@@ -773,9 +835,22 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
     for i, server in enumerate(servers):
         per_m = summary.get(server, {}).get("per_m", {})
         vals = [per_m.get(m, {}).get("participants_per_core") or 0 for m in ms]
-        axes[0].bar([j + (i - (len(servers) - 1) / 2) * width for j in range(len(ms))], vals, width, color=colors[server], label=server)
+        axes[0].bar(
+            [j + (i - (len(servers) - 1) / 2) * width for j in range(len(ms))],
+            vals,
+            width,
+            color=colors[server],
+            label=server,
+        )
         for r in series(server):
-            axes[1].plot([0] + [s["participants"] for s in r["steps"]], [r.get("idle", {}).get("rss_mb", float("nan"))] + [s["rss_mb"] for s in r["steps"]], marker=markers.get(r["m"], "o"), color=colors[server], alpha=0.8, label=f"{server} M={r['m']}")
+            axes[1].plot(
+                [0] + [s["participants"] for s in r["steps"]],
+                [r.get("idle", {}).get("rss_mb", float("nan"))] + [s["rss_mb"] for s in r["steps"]],
+                marker=markers.get(r["m"], "o"),
+                color=colors[server],
+                alpha=0.8,
+                label=f"{server} M={r['m']}",
+            )
     axes[0].set_xticks(range(len(ms)), [f"M={m}" for m in ms])
     axes[0].set_ylabel("participants per core (zero loss, largest step)")
     axes[0].legend()
@@ -811,8 +886,10 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
     L = []
     L.append("# Benchmarks: Confero vs Janus VideoRoom (conference load, loopback)")
     L.append("")
-    L.append(f"Generated by `bench/run.py` on {data['date']} (run took {data['elapsed_s']:.0f} s). "
-             "Regenerate with the command below; this file is overwritten by every full run.")
+    L.append(
+        f"Generated by `bench/run.py` on {data['date']} (run took {data['elapsed_s']:.0f} s). "
+        "Regenerate with the command below; this file is overwritten by every full run."
+    )
     L.append("")
     L.append("## How to run")
     L.append("")
@@ -820,66 +897,96 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
     L.append(data["command"])
     L.append("```")
     L.append("")
-    L.append("* Full run: `/work/venv/bin/python bench/run.py` (both servers, ~10 min, writes this file and `bench/plots/*.png`).")
-    L.append("* CI smoke: `python bench/run.py --smoke` (< 60 s; `--confero-only` without Janus); exits non-zero if nothing was forwarded.")
-    L.append("* Needs: the project venv (aiortc, PyAV, numpy, uvloop); `apt-get install -y janus gcc libc6-dev` for the Janus side "
-             "(the C compiler builds `bench/janus_loopback.c`, see below); `pip install matplotlib` for the plots "
-             "(without it the harness says so and still writes the tables).")
+    L.append(
+        "* Full run: `/work/venv/bin/python bench/run.py` (both servers, ~10 min, writes this file and `bench/plots/*.png`)."
+    )
+    L.append(
+        "* CI smoke: `python bench/run.py --smoke` (< 60 s; `--confero-only` without Janus); exits non-zero if nothing was forwarded."
+    )
+    L.append(
+        "* Needs: the project venv (aiortc, PyAV, numpy, uvloop); `apt-get install -y janus gcc libc6-dev` for the Janus side "
+        "(the C compiler builds `bench/janus_loopback.c`, see below); `pip install matplotlib` for the plots "
+        "(without it the harness says so and still writes the tables)."
+    )
     L.append("")
     L.append("## Machine")
     L.append("")
     v = info["versions"]
-    L.append(f"* {info['nproc']} CPUs ({info['affinity']} usable), {info['cpu_model']}, {info['mem_gib']} GiB RAM, Linux {info['kernel']}")
-    L.append(f"* Python {info['python']}, aiortc {v.get('aiortc')}, aioice {v.get('aioice')}, pylibsrtp {v.get('pylibsrtp')}, PyAV {v.get('av')}, uvloop {v.get('uvloop')}, "
-             f"numpy {info.get('numpy')}, matplotlib {info.get('matplotlib') or 'not installed'}")
+    L.append(
+        f"* {info['nproc']} CPUs ({info['affinity']} usable), {info['cpu_model']}, {info['mem_gib']} GiB RAM, Linux {info['kernel']}"
+    )
+    L.append(
+        f"* Python {info['python']}, aiortc {v.get('aiortc')}, aioice {v.get('aioice')}, pylibsrtp {v.get('pylibsrtp')}, PyAV {v.get('av')}, uvloop {v.get('uvloop')}, "
+        f"numpy {info.get('numpy')}, matplotlib {info.get('matplotlib') or 'not installed'}"
+    )
     L.append(f"* Janus {info.get('janus') or 'not installed'} (Debian package), VideoRoom plugin + HTTP transport")
     if info.get("commit"):
         L.append(f"* Confero at commit {info['commit']}")
-    L.append(f"* Load average at start: {' '.join(f'{x:.2f}' for x in info['loadavg'])}; server and load generator "
-             f"{'pinned to one CPU each' if data['args']['pin'] else 'unpinned'}; the generator shares the machine with the server.")
+    L.append(
+        f"* Load average at start: {' '.join(f'{x:.2f}' for x in info['loadavg'])}; server and load generator "
+        f"{'pinned to one CPU each' if data['args']['pin'] else 'unpinned'}; the generator shares the machine with the server."
+    )
     L.append("")
     L.append("## Load and method")
     L.append("")
     media = data.get("media") or {}
-    L.append(f"* R rooms × M participants (M ∈ {data['args']['sizes']}); every participant publishes VP8 "
-             f"({media.get('video_kbps', '?')} kbit/s, {media.get('video_fps', '?')} fps, {media.get('video_pps', '?')} packets/s, "
-             f"pre-encoded once, keyframe on PLI at most every 0.3 s and every {media.get('video_frames', '?')} frames) plus Opus "
-             f"({media.get('audio_kbps', '?')} kbit/s, 50 packets/s) and plays the M−1 others on one subscriber peer connection.")
-    L.append("* Confero: Ant Media's multitrack conference flow (joinRoom → publish with mainTrack → play the room with "
-             "`trackList: [\"!own\"]`). Janus: VideoRoom over the HTTP API (publisher `join` + `publish`; subscriber `join` "
-             "with `streams: [{feed}…]` + `start`). Same media, same counting client code.")
-    L.append("* Subscribers never decode: packets and sequence gaps are counted from the clear RTP header; one packet in "
-             f"{data['args']['sample']} is decrypted to read the publisher's send time (CLOCK_REALTIME ns) stamped into the last 12 "
-             "bytes of the payload before SRTP (both SFUs forward payloads unchanged). **Latency** = kernel receive timestamp "
-             "of the datagram at the subscriber (SIOCGSTAMPNS) − send stamp, so a busy client does not inflate it; the "
-             "client-side (application) figure is in the JSON.")
-    L.append(f"* Each step: add rooms, {data['args']['warmup']} s warm-up, {data['args']['window']} s window. Server CPU = "
-             "sum of its threads' run time (`/proc/<pid>/task/*/schedstat`), RSS from `/proc/<pid>/statm`. A ramp stops at "
-             f"loss > {data['args']['loss_threshold'] * 100:g} %, server CPU ≥ {data['args']['cpu_stop'] * 100:.0f} % of its core "
-             "limit (1 core for Confero's single event loop, all CPUs for Janus), generator ≥ that share of its core, machine "
-             f"saturation, join failures, {data['args']['max_participants']} participants or the time budget.")
-    L.append("* Per-packet costs: least squares over all zero-loss steps of a server, "
-             "CPU = a + pps_in·recv + pps_out·copy. Because every participant publishes the same rate, the per-peer "
-             "housekeeping (ICE consent, RTCP, timers) is proportional to pps_in and would land in `recv`; so at the end "
-             "of each ramp the publishers pause for a few seconds and the server's CPU then (minus idle) gives the "
-             "idle-peer cost per participant, which is taken out before the fit (the raw fit is shown as well).")
+    L.append(
+        f"* R rooms × M participants (M ∈ {data['args']['sizes']}); every participant publishes VP8 "
+        f"({media.get('video_kbps', '?')} kbit/s, {media.get('video_fps', '?')} fps, {media.get('video_pps', '?')} packets/s, "
+        f"pre-encoded once, keyframe on PLI at most every 0.3 s and every {media.get('video_frames', '?')} frames) plus Opus "
+        f"({media.get('audio_kbps', '?')} kbit/s, 50 packets/s) and plays the M−1 others on one subscriber peer connection."
+    )
+    L.append(
+        "* Confero: Ant Media's multitrack conference flow (joinRoom → publish with mainTrack → play the room with "
+        '`trackList: ["!own"]`). Janus: VideoRoom over the HTTP API (publisher `join` + `publish`; subscriber `join` '
+        "with `streams: [{feed}…]` + `start`). Same media, same counting client code."
+    )
+    L.append(
+        "* Subscribers never decode: packets and sequence gaps are counted from the clear RTP header; one packet in "
+        f"{data['args']['sample']} is decrypted to read the publisher's send time (CLOCK_REALTIME ns) stamped into the last 12 "
+        "bytes of the payload before SRTP (both SFUs forward payloads unchanged). **Latency** = kernel receive timestamp "
+        "of the datagram at the subscriber (SIOCGSTAMPNS) − send stamp, so a busy client does not inflate it; the "
+        "client-side (application) figure is in the JSON."
+    )
+    L.append(
+        f"* Each step: add rooms, {data['args']['warmup']} s warm-up, {data['args']['window']} s window. Server CPU = "
+        "sum of its threads' run time (`/proc/<pid>/task/*/schedstat`), RSS from `/proc/<pid>/statm`. A ramp stops at "
+        f"loss > {data['args']['loss_threshold'] * 100:g} %, server CPU ≥ {data['args']['cpu_stop'] * 100:.0f} % of its core "
+        "limit (1 core for Confero's single event loop, all CPUs for Janus), generator ≥ that share of its core, machine "
+        f"saturation, join failures, {data['args']['max_participants']} participants or the time budget."
+    )
+    L.append(
+        "* Per-packet costs: least squares over all zero-loss steps of a server, "
+        "CPU = a + pps_in·recv + pps_out·copy. Because every participant publishes the same rate, the per-peer "
+        "housekeeping (ICE consent, RTCP, timers) is proportional to pps_in and would land in `recv`; so at the end "
+        "of each ramp the publishers pause for a few seconds and the server's CPU then (minus idle) gives the "
+        "idle-peer cost per participant, which is taken out before the fit (the raw fit is shown as well)."
+    )
     profiles: dict[str, int] = {}
     for r in data["results"]:
         for st in r["steps"][-1:]:
             for k, n in (st.get("srtp_profiles") or {}).items():
                 profiles[f"{r['server']} {k}"] = profiles.get(f"{r['server']} {k}", 0) + n
-    L.append(f"* SRTP suite negotiated (`--srtp {data['args']['srtp']}`): " + ", ".join(sorted(profiles)) + ". Confero encrypts with "
-             "pylibsrtp (libsrtp + OpenSSL, bundled in the wheel); Debian's Janus with libsrtp2 2.5 built on NSS.")
-    L.append("* A step counts as *zero-loss* when sequence gaps stay under the loss threshold, 98–102 % of the expected "
-             "copies arrive and the median latency is under 50 ms (no queue building up in a starved server); only such "
-             "steps feed the fits, the per-core figures and the latency point. Windows during which other processes used "
-             f"more than {data['args']['noisy_cpu']:g} core are measured again (after waiting for the machine to calm down, "
-             "bounded) and flagged `noisy` if they stay so.")
-    L.append("* Janus is started with a generated config (HTTP on 127.0.0.1 only, admin/WebSockets off, `ice_enforce_list = \"lo\"`, "
-             "no STUN/TURN, mDNS ignored, RTP ports 30000-39999) and an LD_PRELOAD shim (`bench/janus_loopback.c`) that clears "
-             "IFF_LOOPBACK on `lo` in `getifaddrs()`: Janus skips loopback interfaces when it lists addresses, so without it "
-             "libnice falls back to the machine's other interfaces. With it, both servers offer 127.0.0.1 host candidates only. "
-             "All other Janus settings are its defaults (a thread per handle).")
+    L.append(
+        f"* SRTP suite negotiated (`--srtp {data['args']['srtp']}`): "
+        + ", ".join(sorted(profiles))
+        + ". Confero encrypts with "
+        "pylibsrtp (libsrtp + OpenSSL, bundled in the wheel); Debian's Janus with libsrtp2 2.5 built on NSS."
+    )
+    L.append(
+        "* A step counts as *zero-loss* when sequence gaps stay under the loss threshold, 98–102 % of the expected "
+        "copies arrive and the median latency is under 50 ms (no queue building up in a starved server); only such "
+        "steps feed the fits, the per-core figures and the latency point. Windows during which other processes used "
+        f"more than {data['args']['noisy_cpu']:g} core are measured again (after waiting for the machine to calm down, "
+        "bounded) and flagged `noisy` if they stay so."
+    )
+    L.append(
+        '* Janus is started with a generated config (HTTP on 127.0.0.1 only, admin/WebSockets off, `ice_enforce_list = "lo"`, '
+        "no STUN/TURN, mDNS ignored, RTP ports 30000-39999) and an LD_PRELOAD shim (`bench/janus_loopback.c`) that clears "
+        "IFF_LOOPBACK on `lo` in `getifaddrs()`: Janus skips loopback interfaces when it lists addresses, so without it "
+        "libnice falls back to the machine's other interfaces. With it, both servers offer 127.0.0.1 host candidates only. "
+        "All other Janus settings are its defaults (a thread per handle)."
+    )
     L.append("")
     L.append("## Headline (Confero / Janus)")
     L.append("")
@@ -888,37 +995,132 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
 
     def row(label: str, c: float | None, j: float | None, digits: int, target: str, key: str | None) -> None:
         r = ratio(c, j)
-        L.append(f"| {label} | {fmt(c, digits)} | {fmt(j, digits)} | {fmt(r, 2)} | {target} | {verdict(key, c, j) if key else ''} |")
+        L.append(
+            f"| {label} | {fmt(c, digits)} | {fmt(j, digits)} | {fmt(r, 2)} | {target} | {verdict(key, c, j) if key else ''} |"
+        )
 
-    row("receive path, µs CPU per received packet (fit, idle peers removed)", s_c.get("recv_us"), s_j.get("recv_us"), 1, "≤ 10", "recv_us")
-    row("per forwarded copy, µs CPU (fit, idle peers removed)", s_c.get("copy_us"), s_j.get("copy_us"), 2, "≤ 4", "copy_us")
+    row(
+        "receive path, µs CPU per received packet (fit, idle peers removed)",
+        s_c.get("recv_us"),
+        s_j.get("recv_us"),
+        1,
+        "≤ 10",
+        "recv_us",
+    )
+    row(
+        "per forwarded copy, µs CPU (fit, idle peers removed)",
+        s_c.get("copy_us"),
+        s_j.get("copy_us"),
+        2,
+        "≤ 4",
+        "copy_us",
+    )
     raw_c, raw_j = s_c.get("fit_raw") or {}, s_j.get("fit_raw") or {}
     row("receive path, µs (raw fit, idle peers included)", raw_c.get("recv_us"), raw_j.get("recv_us"), 1, "", None)
     row("per forwarded copy, µs (raw fit)", raw_c.get("copy_us"), raw_j.get("copy_us"), 2, "", None)
-    row("forwarded packets/s per core at zero loss (measured, largest zero-loss step)", s_c.get("fwd_pps_per_core"), s_j.get("fwd_pps_per_core"), 0, "≥ 200,000", "fwd_pps_per_core")
-    row("max forwarded packets/s reached at zero loss", s_c.get("max_zero_loss_fwd_pps"), s_j.get("max_zero_loss_fwd_pps"), 0, "", None)
+    row(
+        "forwarded packets/s per core at zero loss (measured, largest zero-loss step)",
+        s_c.get("fwd_pps_per_core"),
+        s_j.get("fwd_pps_per_core"),
+        0,
+        "≥ 200,000",
+        "fwd_pps_per_core",
+    )
+    row(
+        "max forwarded packets/s reached at zero loss",
+        s_c.get("max_zero_loss_fwd_pps"),
+        s_j.get("max_zero_loss_fwd_pps"),
+        0,
+        "",
+        None,
+    )
     band = data.get("latency_band") or {}
     bc, bj = band.get("confero") or {}, band.get("janus") or {}
     pts = ", ".join(f"M={m}/P={p}" for m, p in band.get("points", []))
     where = band.get("fallback") or "the steps where Confero used 60-80 % of its core"
-    row(f"added latency p50, ms, pooled over {where} ({pts}); Janus at the same steps", bc.get("p50"), bj.get("p50"), 2, "", None)
+    row(
+        f"added latency p50, ms, pooled over {where} ({pts}); Janus at the same steps",
+        bc.get("p50"),
+        bj.get("p50"),
+        2,
+        "",
+        None,
+    )
     row("added latency p99, ms, same pool (70 % of capacity)", bc.get("p99"), bj.get("p99"), 2, "≤ 5", "lat_p99_ms")
     point = data.get("latency_point_mp")
     label = f"M={point[0]}, {point[1]} participants" if point else ""
-    row(f"added latency p50 / p99, ms, single step nearest 70 % ({label}): p50", (lc.get("lat_kernel_ms") or {}).get("p50"), (lj.get("lat_kernel_ms") or {}).get("p50"), 2, "", None)
-    row(f"… p99 at that single step", (lc.get("lat_kernel_ms") or {}).get("p99"), (lj.get("lat_kernel_ms") or {}).get("p99"), 2, "", None)
+    row(
+        f"added latency p50 / p99, ms, single step nearest 70 % ({label}): p50",
+        (lc.get("lat_kernel_ms") or {}).get("p50"),
+        (lj.get("lat_kernel_ms") or {}).get("p50"),
+        2,
+        "",
+        None,
+    )
+    row(
+        f"… p99 at that single step",
+        (lc.get("lat_kernel_ms") or {}).get("p99"),
+        (lj.get("lat_kernel_ms") or {}).get("p99"),
+        2,
+        "",
+        None,
+    )
     row("join → first packet p50, ms", s_c.get("join_first_p50_ms"), s_j.get("join_first_p50_ms"), 0, "", None)
     row("join → first keyframe p50, ms", s_c.get("join_key_p50_ms"), s_j.get("join_key_p50_ms"), 0, "", None)
-    row("join → first keyframe p95, ms", s_c.get("join_key_p95_ms"), s_j.get("join_key_p95_ms"), 0, "≤ 1000", "join_key_p95_ms")
-    row("participants per core at zero loss (mean over M, own largest step)", s_c.get("participants_per_core"), s_j.get("participants_per_core"), 1, "≥ Janus", "participants_per_core")
-    row("server CPU per participant, ms/s (mean over M, largest zero-loss step)", s_c.get("cpu_per_participant_ms"), s_j.get("cpu_per_participant_ms"), 2, "", None)
-    row("idle-peer CPU per participant (publishers paused), ms/s", s_c.get("idle_peer_ms_per_participant"), s_j.get("idle_peer_ms_per_participant"), 3, "", None)
-    row("server memory per participant, MB (RSS slope, median over M)", s_c.get("mem_per_participant_mb"), s_j.get("mem_per_participant_mb"), 2, "", None)
-    row("worst loss over all steps, %", (s_c.get("max_loss") or 0) * 100 if s_c.get("steps") else None, (s_j.get("max_loss") or 0) * 100 if s_j.get("steps") else None, 3, "", None)
+    row(
+        "join → first keyframe p95, ms",
+        s_c.get("join_key_p95_ms"),
+        s_j.get("join_key_p95_ms"),
+        0,
+        "≤ 1000",
+        "join_key_p95_ms",
+    )
+    row(
+        "participants per core at zero loss (mean over M, own largest step)",
+        s_c.get("participants_per_core"),
+        s_j.get("participants_per_core"),
+        1,
+        "≥ Janus",
+        "participants_per_core",
+    )
+    row(
+        "server CPU per participant, ms/s (mean over M, largest zero-loss step)",
+        s_c.get("cpu_per_participant_ms"),
+        s_j.get("cpu_per_participant_ms"),
+        2,
+        "",
+        None,
+    )
+    row(
+        "idle-peer CPU per participant (publishers paused), ms/s",
+        s_c.get("idle_peer_ms_per_participant"),
+        s_j.get("idle_peer_ms_per_participant"),
+        3,
+        "",
+        None,
+    )
+    row(
+        "server memory per participant, MB (RSS slope, median over M)",
+        s_c.get("mem_per_participant_mb"),
+        s_j.get("mem_per_participant_mb"),
+        2,
+        "",
+        None,
+    )
+    row(
+        "worst loss over all steps, %",
+        (s_c.get("max_loss") or 0) * 100 if s_c.get("steps") else None,
+        (s_j.get("max_loss") or 0) * 100 if s_j.get("steps") else None,
+        3,
+        "",
+        None,
+    )
     L.append("")
     L.append("Same-load comparison (largest participant count at which both servers ran without loss, per room size):")
     L.append("")
-    L.append("| M | participants | Confero CPU (cores) | Janus CPU (cores) | CPU ratio | Confero participants/core | Janus participants/core | ratio | Confero lat p99 ms | Janus lat p99 ms |")
+    L.append(
+        "| M | participants | Confero CPU (cores) | Janus CPU (cores) | CPU ratio | Confero participants/core | Janus participants/core | ratio | Confero lat p99 ms | Janus lat p99 ms |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|---|")
     for m, cp in sorted(data.get("common", {}).items(), key=lambda kv: int(kv[0])):
         if not cp:
@@ -926,17 +1128,23 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
         c, j = cp["confero"], cp["janus"]
         pc = c["participants"] / c["server_cpu"] if c["server_cpu"] else None
         pj = j["participants"] / j["server_cpu"] if j["server_cpu"] else None
-        L.append(f"| {m} | {cp['participants']} | {c['server_cpu']:.3f} | {j['server_cpu']:.3f} | {fmt(ratio(c['server_cpu'], j['server_cpu']), 2)} | "
-                 f"{fmt(pc, 1)} | {fmt(pj, 1)} | {fmt(ratio(pc, pj), 2)} | {fmt(c['lat_kernel_ms']['p99'], 2)} | {fmt(j['lat_kernel_ms']['p99'], 2)} |")
+        L.append(
+            f"| {m} | {cp['participants']} | {c['server_cpu']:.3f} | {j['server_cpu']:.3f} | {fmt(ratio(c['server_cpu'], j['server_cpu']), 2)} | "
+            f"{fmt(pc, 1)} | {fmt(pj, 1)} | {fmt(ratio(pc, pj), 2)} | {fmt(c['lat_kernel_ms']['p99'], 2)} | {fmt(j['lat_kernel_ms']['p99'], 2)} |"
+        )
     L.append("")
     L.append("## Per-size summary")
     L.append("")
-    L.append("| server | M | largest zero-loss step (participants) | server CPU there (cores) | participants/core | CPU per participant (ms/s) | RSS slope (MB/participant) | ramp stopped by |")
+    L.append(
+        "| server | M | largest zero-loss step (participants) | server CPU there (cores) | participants/core | CPU per participant (ms/s) | RSS slope (MB/participant) | ramp stopped by |"
+    )
     L.append("|---|---|---|---|---|---|---|---|")
     for server, s in data["summary"].items():
         for m, v in sorted((s.get("per_m") or {}).items()):
-            L.append(f"| {server} | {m} | {v['participants']} | {v['server_cpu']:.3f} | {fmt(v['participants_per_core'], 1)} | "
-                     f"{v['cpu_per_participant_ms']:.2f} | {fmt(v['rss_slope_mb'], 2)} | {v['stop_reason']} |")
+            L.append(
+                f"| {server} | {m} | {v['participants']} | {v['server_cpu']:.3f} | {fmt(v['participants_per_core'], 1)} | "
+                f"{v['cpu_per_participant_ms']:.2f} | {fmt(v['rss_slope_mb'], 2)} | {v['stop_reason']} |"
+            )
     L.append("")
     L.append("## Fits")
     L.append("")
@@ -946,16 +1154,20 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
         for name in ("fit_net", "fit_raw"):
             f = s.get(name)
             if f:
-                L.append(f"| {server} | {'idle peers removed' if name == 'fit_net' else 'raw'} | {f['intercept_cores']:.4f} | {f['recv_us']:.2f} | {f['copy_us']:.2f} | {f['r2']:.3f} | {f['n']} |")
+                L.append(
+                    f"| {server} | {'idle peers removed' if name == 'fit_net' else 'raw'} | {f['intercept_cores']:.4f} | {f['recv_us']:.2f} | {f['copy_us']:.2f} | {f['r2']:.3f} | {f['n']} |"
+                )
     L.append("")
     s_p = data["summary"].get("confero-python") or {}
     if s_p.get("steps"):
         L.append("## Compiled fan-out: before and after (same run)")
         L.append("")
-        L.append("The same ramps against Confero with `--compiled-fanout false`, interleaved with the other servers in this run. "
-                 "The pure-Python engine forwards each copy at once (header rewrite, SRTP protect, `sendto`); the compiled "
-                 "one (`confero.media._fanout`) batches a player's copies into UDP GSO sends. Everything else (rings, RTCP, "
-                 "signaling) is the same code.")
+        L.append(
+            "The same ramps against Confero with `--compiled-fanout false`, interleaved with the other servers in this run. "
+            "The pure-Python engine forwards each copy at once (header rewrite, SRTP protect, `sendto`); the compiled "
+            "one (`confero.media._fanout`) batches a player's copies into UDP GSO sends. Everything else (rings, RTCP, "
+            "signaling) is the same code."
+        )
         L.append("")
         L.append("| figure | compiled (after) | pure Python (before) | after/before |")
         L.append("|---|---|---|---|")
@@ -972,19 +1184,33 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
         ):
             c, p_ = src_c.get(key), src_p.get(key)
             L.append(f"| {label} | {fmt(c, digits)} | {fmt(p_, digits)} | {fmt(ratio(c, p_), 2)} |")
-        L.append(f"| added latency p99, ms, pooled over the same steps as the headline | {fmt(bc.get('p99'), 2)} | {fmt(bp.get('p99'), 2)} | {fmt(ratio(bc.get('p99'), bp.get('p99')), 2)} |")
+        L.append(
+            f"| added latency p99, ms, pooled over the same steps as the headline | {fmt(bc.get('p99'), 2)} | {fmt(bp.get('p99'), 2)} | {fmt(ratio(bc.get('p99'), bp.get('p99')), 2)} |"
+        )
         L.append("")
     L.append("## Targets (issue), for Confero")
     L.append("")
     L.append("| target | value | met |")
     L.append("|---|---|---|")
-    L.append(f"| receive path ≤ 10 µs CPU per packet | {fmt(s_c.get('recv_us'), 1)} µs | {verdict('recv_us', s_c.get('recv_us'), None)} |")
-    L.append(f"| ≤ 4 µs per forwarded copy | {fmt(s_c.get('copy_us'), 2)} µs | {verdict('copy_us', s_c.get('copy_us'), None)} |")
-    L.append(f"| ≥ 200 k forwarded packets/s per core at zero loss | {fmt(s_c.get('fwd_pps_per_core'), 0)} pps/core | {verdict('fwd_pps_per_core', s_c.get('fwd_pps_per_core'), None)} |")
+    L.append(
+        f"| receive path ≤ 10 µs CPU per packet | {fmt(s_c.get('recv_us'), 1)} µs | {verdict('recv_us', s_c.get('recv_us'), None)} |"
+    )
+    L.append(
+        f"| ≤ 4 µs per forwarded copy | {fmt(s_c.get('copy_us'), 2)} µs | {verdict('copy_us', s_c.get('copy_us'), None)} |"
+    )
+    L.append(
+        f"| ≥ 200 k forwarded packets/s per core at zero loss | {fmt(s_c.get('fwd_pps_per_core'), 0)} pps/core | {verdict('fwd_pps_per_core', s_c.get('fwd_pps_per_core'), None)} |"
+    )
     band_label = "pooled 60-80 % steps" if not band.get("fallback") else "pooled top-load steps, see the headline"
-    L.append(f"| added latency p99 ≤ 5 ms at 70 % of capacity ({band_label}) | {fmt(bc.get('p99'), 2)} ms | {verdict('lat_p99_ms', bc.get('p99'), None)} |")
-    L.append(f"| join → first frame ≤ 1 s (p95 of first keyframe) | {fmt(s_c.get('join_key_p95_ms'), 0)} ms | {verdict('join_key_p95_ms', s_c.get('join_key_p95_ms'), None)} |")
-    L.append(f"| at least Janus's participants per core | {fmt(s_c.get('participants_per_core'), 1)} vs {fmt(s_j.get('participants_per_core'), 1)} | {verdict('participants_per_core', s_c.get('participants_per_core'), s_j.get('participants_per_core'))} |")
+    L.append(
+        f"| added latency p99 ≤ 5 ms at 70 % of capacity ({band_label}) | {fmt(bc.get('p99'), 2)} ms | {verdict('lat_p99_ms', bc.get('p99'), None)} |"
+    )
+    L.append(
+        f"| join → first frame ≤ 1 s (p95 of first keyframe) | {fmt(s_c.get('join_key_p95_ms'), 0)} ms | {verdict('join_key_p95_ms', s_c.get('join_key_p95_ms'), None)} |"
+    )
+    L.append(
+        f"| at least Janus's participants per core | {fmt(s_c.get('participants_per_core'), 1)} vs {fmt(s_j.get('participants_per_core'), 1)} | {verdict('participants_per_core', s_c.get('participants_per_core'), s_j.get('participants_per_core'))} |"
+    )
     L.append("")
     if plot_files:
         L.append("## Plots")
@@ -997,9 +1223,13 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
         L.append("")
     L.append("## Every step")
     L.append("")
-    L.append("CPU in % of one core; pps = packets/s; latency = send → kernel receive at the subscriber (ms); join = subscribe → first keyframe (ms, p50/p95 over the new subscriptions of the step); other = CPU used by other processes on the machine during the window (noise).")
+    L.append(
+        "CPU in % of one core; pps = packets/s; latency = send → kernel receive at the subscriber (ms); join = subscribe → first keyframe (ms, p50/p95 over the new subscriptions of the step); other = CPU used by other processes on the machine during the window (noise)."
+    )
     L.append("")
-    L.append("| server | M | R | P | server CPU | user/sys | gen CPU | other | in pps | fwd pps | delivered | loss % | lat p50 | lat p99 | app p99 | join p50/p95 | RSS MB | µs/fwd | windows | limits |")
+    L.append(
+        "| server | M | R | P | server CPU | user/sys | gen CPU | other | in pps | fwd pps | delivered | loss % | lat p50 | lat p99 | app p99 | join p50/p95 | RSS MB | µs/fwd | windows | limits |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in data["results"]:
         for s in r["steps"]:
@@ -1017,20 +1247,26 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
     for r in data["results"]:
         extra = []
         if r.get("paused"):
-            extra.append(f"paused-publisher CPU {r['paused']['cpu'] * 100:.1f} % with {r['paused']['participants']} participants")
+            extra.append(
+                f"paused-publisher CPU {r['paused']['cpu'] * 100:.1f} % with {r['paused']['participants']} participants"
+            )
         if r.get("error"):
             extra.append(f"error {r['error']}")
-        L.append(f"* {r['server']} M={r['m']}: idle {r.get('idle', {}).get('cpu', 0) * 100:.2f} % CPU, {r.get('idle', {}).get('rss_mb', 0):.0f} MB; "
-                 f"stopped by: {r.get('stop_reason')}; server log: {r['server_log']['problem_lines']} warning/error lines; "
-                 f"generator log: {r['generator_log']['problem_lines']}" + ("; " + "; ".join(extra) if extra else ""))
+        L.append(
+            f"* {r['server']} M={r['m']}: idle {r.get('idle', {}).get('cpu', 0) * 100:.2f} % CPU, {r.get('idle', {}).get('rss_mb', 0):.0f} MB; "
+            f"stopped by: {r.get('stop_reason')}; server log: {r['server_log']['problem_lines']} warning/error lines; "
+            f"generator log: {r['generator_log']['problem_lines']}" + ("; " + "; ".join(extra) if extra else "")
+        )
         for line in r["server_log"]["first"][:3]:
             L.append(f"    * `{line.strip()[:200]}`")
     L.append("")
-    L.append("Noise: the machine has 2 CPUs shared by the server, the load generator and whatever else runs "
-             "(other engineers' test suites during this run: see the `other` column). Both servers are measured in the "
-             "same run, interleaved by room size, so slow periods hit both; repeated runs differ by 10–30 %. On loopback the "
-             "sender's system time includes delivering each datagram into the receiver's socket, so each server's sys time "
-             "covers its subscribers' receive path too.")
+    L.append(
+        "Noise: the machine has 2 CPUs shared by the server, the load generator and whatever else runs "
+        "(other engineers' test suites during this run: see the `other` column). Both servers are measured in the "
+        "same run, interleaved by room size, so slow periods hit both; repeated runs differ by 10–30 %. On loopback the "
+        "sender's system time includes delivering each datagram into the receiver's socket, so each server's sys time "
+        "covers its subscribers' receive path too."
+    )
     L.append("")
     L.append("Raw data: `bench/results/run.json` (not committed).")
     L.append("")
@@ -1048,37 +1284,73 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Conference benchmark: Confero vs Janus VideoRoom on loopback.")
     parser.add_argument("--smoke", action="store_true", help="CI-sized run (< 60 s): M=2, one or two small steps")
     parser.add_argument("--confero-only", action="store_true")
-    parser.add_argument("--python-fanout", action="store_true", help="also ramp Confero with its pure-Python fan-out (before/after the compiled one)")
+    parser.add_argument(
+        "--python-fanout",
+        action="store_true",
+        help="also ramp Confero with its pure-Python fan-out (before/after the compiled one)",
+    )
     parser.add_argument("--janus-only", action="store_true")
     parser.add_argument("--sizes", default=None, help="room sizes M (default 2,4,6,8; smoke 2)")
-    parser.add_argument("--participants", default=None, help="participant targets of the ramp (default 8,24,48,64,80,96,128)")
+    parser.add_argument(
+        "--participants", default=None, help="participant targets of the ramp (default 8,24,48,64,80,96,128)"
+    )
     parser.add_argument("--max-participants", type=int, default=None, help="cap per ramp (default 128; smoke 8)")
     parser.add_argument("--warmup", type=float, default=None, help="s after joining before the window (default 2.5)")
     parser.add_argument("--window", type=float, default=None, help="s per measurement window (default 4)")
     parser.add_argument("--idle", type=float, default=None, help="s of idle measurement per server start (default 2)")
-    parser.add_argument("--pause", type=float, default=None, help="s with publishers paused at the end of a ramp (default 3)")
+    parser.add_argument(
+        "--pause", type=float, default=None, help="s with publishers paused at the end of a ramp (default 3)"
+    )
     parser.add_argument("--bitrate", type=int, default=1_000_000, help="video bit/s per publisher")
     parser.add_argument("--sample", type=int, default=8, help="decrypt one received packet in N for latency")
-    parser.add_argument("--srtp", choices=("any", "cm"), default="any", help="any (default): aiortc's list, GCM first, as browsers negotiate (both servers pick AEAD_AES_256_GCM); cm: only AES_CM_128_HMAC_SHA1_80")
+    parser.add_argument(
+        "--srtp",
+        choices=("any", "cm"),
+        default="any",
+        help="any (default): aiortc's list, GCM first, as browsers negotiate (both servers pick AEAD_AES_256_GCM); cm: only AES_CM_128_HMAC_SHA1_80",
+    )
     parser.add_argument("--loss-threshold", type=float, default=0.001, help="fraction (default 0.001 = 0.1 %%)")
     parser.add_argument("--cpu-stop", type=float, default=0.9, help="stop a ramp at this share of a core limit")
     parser.add_argument("--budget", type=float, default=None, help="s for the whole run (default 600; smoke 50)")
     parser.add_argument("--pin", action="store_true", help="server on the first CPU, generator on the last")
-    parser.add_argument("--noisy-cpu", type=float, default=0.3, help="re-measure a window when other processes used more than this many cores")
+    parser.add_argument(
+        "--noisy-cpu",
+        type=float,
+        default=0.3,
+        help="re-measure a window when other processes used more than this many cores",
+    )
     parser.add_argument("--retries", type=int, default=None, help="extra windows for a noisy step (default 1; smoke 0)")
-    parser.add_argument("--quiet-wait", type=float, default=8.0, help="before an extra window, wait up to this many s for other processes to calm down")
-    parser.add_argument("--diagnose", action="store_true", help="run Confero under bench/diag_serve.py (loop stalls, GC pauses in its log)")
-    parser.add_argument("--markdown", default=None, help="report path (default BENCHMARKS.md for a full run, none for --smoke)")
-    parser.add_argument("--plots", default=None, help="PNG folder (default bench/plots for a full run, none for --smoke)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=8.0,
+        help="before an extra window, wait up to this many s for other processes to calm down",
+    )
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="run Confero under bench/diag_serve.py (loop stalls, GC pauses in its log)",
+    )
+    parser.add_argument(
+        "--markdown", default=None, help="report path (default BENCHMARKS.md for a full run, none for --smoke)"
+    )
+    parser.add_argument(
+        "--plots", default=None, help="PNG folder (default bench/plots for a full run, none for --smoke)"
+    )
     parser.add_argument("--json", default=None, help="raw results (default bench/results/run.json or smoke.json)")
-    parser.add_argument("--from-json", default=None, help="no run: rewrite the report and plots from an earlier run's JSON")
+    parser.add_argument(
+        "--from-json", default=None, help="no run: rewrite the report and plots from an earlier run's JSON"
+    )
     args = parser.parse_args(argv)
     if args.from_json:
         data = json.loads(Path(args.from_json).read_text())
         for r in data["results"]:  # JSON turned int keys into strings
             for st in r["steps"]:
                 st["hist_kernel"] = {int(k): v for k, v in st.get("hist_kernel", {}).items()}
-        data["summary"] = {k: {**v, "per_m": {int(m): x for m, x in (v.get("per_m") or {}).items()}} for k, v in data["summary"].items()}
+        data["summary"] = {
+            k: {**v, "per_m": {int(m): x for m, x in (v.get("per_m") or {}).items()}}
+            for k, v in data["summary"].items()
+        }
         servers_in = sorted({r["server"] for r in data["results"]})
         data["latency_band"] = latency_band(data["results"], servers_in)
         plots_dir = Path(args.plots) if args.plots else BENCH / "plots"
@@ -1098,7 +1370,14 @@ def main(argv: list[str] | None = None) -> int:
     args.pause = args.pause if args.pause is not None else (0.0 if smoke else 3.0)
     args.budget = args.budget if args.budget is not None else (50.0 if smoke else 600.0)
     args.retries = args.retries if args.retries is not None else (0 if smoke else 1)
-    if args.max_participants > 200 or args.window > 60 or args.warmup > 60 or args.budget > 3600 or min(args.sizes) < 2 or max(args.sizes) > 16:
+    if (
+        args.max_participants > 200
+        or args.window > 60
+        or args.warmup > 60
+        or args.budget > 3600
+        or min(args.sizes) < 2
+        or max(args.sizes) > 16
+    ):
         parser.error("bounded run: at most 200 participants, 2 <= M <= 16, windows <= 60 s, budget <= 3600 s")
     servers = ["confero", "janus"]
     if args.confero_only:
@@ -1115,12 +1394,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: {janus_note}", file=sys.stderr)
         return 2
 
-    invocation = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else sys.executable, os.path.relpath(sys.argv[0], REPO) if os.path.isabs(sys.argv[0]) else sys.argv[0], *sys.argv[1:]])
+    invocation = " ".join(
+        shlex.quote(a)
+        for a in [
+            os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else sys.executable,
+            os.path.relpath(sys.argv[0], REPO) if os.path.isabs(sys.argv[0]) else sys.argv[0],
+            *sys.argv[1:],
+        ]
+    )
     info = machine()
     info["janus"] = janus_version()
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"], capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         info["commit"] = head + (" (src/ modified)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         info["commit"] = None
@@ -1132,11 +1422,15 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             info[mod] = None
     print(f"command : {invocation}")
-    print(f"machine : {info['nproc']} CPUs, {info['cpu_model']}, Linux {info['kernel']}, Python {info['python']}, "
-          f"aiortc {info['versions'].get('aiortc')}, uvloop {info['versions'].get('uvloop')}, Janus {info['janus']}, "
-          f"loadavg {' '.join(f'{x:.2f}' for x in info['loadavg'])}")
-    print(f"plan    : servers {servers}, M in {args.sizes}, participant targets {args.targets} (cap {args.max_participants}), "
-          f"warm-up {args.warmup:g} s + window {args.window:g} s per step, budget {args.budget:g} s")
+    print(
+        f"machine : {info['nproc']} CPUs, {info['cpu_model']}, Linux {info['kernel']}, Python {info['python']}, "
+        f"aiortc {info['versions'].get('aiortc')}, uvloop {info['versions'].get('uvloop')}, Janus {info['janus']}, "
+        f"loadavg {' '.join(f'{x:.2f}' for x in info['loadavg'])}"
+    )
+    print(
+        f"plan    : servers {servers}, M in {args.sizes}, participant targets {args.targets} (cap {args.max_participants}), "
+        f"warm-up {args.warmup:g} s + window {args.window:g} s per step, budget {args.budget:g} s"
+    )
     if janus_note:
         print(f"NOTE    : {janus_note}")
     sys.stdout.flush()
@@ -1176,18 +1470,24 @@ def main(argv: list[str] | None = None) -> int:
 
     def line(label: str, key: str, digits: int = 1, unit: str = "") -> None:
         c, j = s_c.get(key), s_j.get(key)
-        print(f"{label:52} Confero {fmt(c, digits):>9}{unit}   Janus {fmt(j, digits):>9}{unit}   ratio {fmt(ratio(c, j), 2)}")
+        print(
+            f"{label:52} Confero {fmt(c, digits):>9}{unit}   Janus {fmt(j, digits):>9}{unit}   ratio {fmt(ratio(c, j), 2)}"
+        )
 
     line("receive µs per packet (fit, idle peers removed)", "recv_us", 2)
     line("copy µs per forwarded copy (fit, idle peers removed)", "copy_us", 2)
     line("forwarded pps per core at zero loss", "fwd_pps_per_core", 0)
     line("max forwarded pps at zero loss", "max_zero_loss_fwd_pps", 0)
-    lc = ((lat.get("confero") or {}).get("lat_kernel_ms") or {})
-    lj = ((lat.get("janus") or {}).get("lat_kernel_ms") or {})
-    print(f"{'latency p50/p99 ms at ' + str(point):52} Confero {fmt(lc.get('p50'), 2)}/{fmt(lc.get('p99'), 2)}   Janus {fmt(lj.get('p50'), 2)}/{fmt(lj.get('p99'), 2)}")
+    lc = (lat.get("confero") or {}).get("lat_kernel_ms") or {}
+    lj = (lat.get("janus") or {}).get("lat_kernel_ms") or {}
+    print(
+        f"{'latency p50/p99 ms at ' + str(point):52} Confero {fmt(lc.get('p50'), 2)}/{fmt(lc.get('p99'), 2)}   Janus {fmt(lj.get('p50'), 2)}/{fmt(lj.get('p99'), 2)}"
+    )
     band = data["latency_band"]
     bc, bj = band.get("confero") or {}, band.get("janus") or {}
-    print(f"{'latency p50/p99 ms pooled 60-80 % (or top) steps':52} Confero {fmt(bc.get('p50'), 2)}/{fmt(bc.get('p99'), 2)}   Janus {fmt(bj.get('p50'), 2)}/{fmt(bj.get('p99'), 2)}   ({band['points']})")
+    print(
+        f"{'latency p50/p99 ms pooled 60-80 % (or top) steps':52} Confero {fmt(bc.get('p50'), 2)}/{fmt(bc.get('p99'), 2)}   Janus {fmt(bj.get('p50'), 2)}/{fmt(bj.get('p99'), 2)}   ({band['points']})"
+    )
     line("join -> first packet p50 ms", "join_first_p50_ms", 0)
     line("join -> first keyframe p95 ms", "join_key_p95_ms", 0)
     line("participants per core (zero loss)", "participants_per_core", 1)
@@ -1214,7 +1514,9 @@ def main(argv: list[str] | None = None) -> int:
 
     for r in results:
         if r["server_log"]["problem_lines"]:
-            print(f"{r['server']} M={r['m']}: {r['server_log']['problem_lines']} warning/error lines in the server log, e.g.:")
+            print(
+                f"{r['server']} M={r['m']}: {r['server_log']['problem_lines']} warning/error lines in the server log, e.g.:"
+            )
             for l in r["server_log"]["first"][:5]:
                 print(f"    {l[:240]}")
     if any("error" in r and not r["steps"] for r in results):
@@ -1228,7 +1530,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # Temporary folders of clean ramps go; the others stay for their logs.
     for r in results:
-        if not r.get("error") and not r["server_log"]["problem_lines"] and not r["generator_log"]["problem_lines"] and not args.diagnose:
+        if (
+            not r.get("error")
+            and not r["server_log"]["problem_lines"]
+            and not r["generator_log"]["problem_lines"]
+            and not args.diagnose
+        ):
             subprocess.run(["rm", "-rf", "--", r["tmp"]], check=False)
         else:
             print(f"logs kept in {r['tmp']}")

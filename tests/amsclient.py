@@ -132,10 +132,7 @@ def force_loopback_ice() -> Iterator[bool]:
     try:
         yield installed
     finally:
-        if (
-            aioice.ice.get_host_addresses is _loopback_host_addresses
-            and previous is not _loopback_host_addresses
-        ):
+        if aioice.ice.get_host_addresses is _loopback_host_addresses and previous is not _loopback_host_addresses:
             aioice.ice.get_host_addresses = previous
 
 
@@ -146,9 +143,7 @@ def new_peer_connection() -> RTCPeerConnection:
     one kind (a room play) puts the later ones on a transport that BUNDLE then discards, and
     their media is routed to the first receiver of that kind. Browsers bundle everything.
     """
-    return RTCPeerConnection(
-        configuration=RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-    )
+    return RTCPeerConnection(configuration=RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
 async def wait_for_connected(pc: RTCPeerConnection, timeout: float = 10.0) -> None:
@@ -218,11 +213,7 @@ class SyntheticVideoTrack(VideoStreamTrack):
         row = self._ramp[shift : shift + self.width]
         bar_top = (n * 3) % self.height
         bar_end = min(bar_top + 16, self.height)
-        luma = (
-            row * bar_top
-            + self._bar_row * (bar_end - bar_top)
-            + row * (self.height - bar_end)
-        )
+        luma = row * bar_top + self._bar_row * (bar_end - bar_top) + row * (self.height - bar_end)
 
         frame = av.VideoFrame(self.width, self.height, "yuv420p")
         self._fill(frame.planes[0], luma, self.width)
@@ -262,10 +253,7 @@ class SineAudioTrack(AudioStreamTrack):
         peak = int(32767 * amplitude)
         self._pcm = struct.pack(
             f"<{self.SAMPLES}h",
-            *(
-                int(peak * math.sin(2 * math.pi * frequency * i / self.SAMPLE_RATE))
-                for i in range(self.SAMPLES)
-            ),
+            *(int(peak * math.sin(2 * math.pi * frequency * i / self.SAMPLE_RATE)) for i in range(self.SAMPLES)),
         )
         self._start: float | None = None
         self._timestamp = 0
@@ -636,9 +624,7 @@ class AmsSocketClosed(ConnectionError):
     """The WebSocket closed while waiting for a message."""
 
 
-def _make_matcher(
-    match: str | Matcher | None, definition: str | None, stream_id: str | None
-) -> Matcher:
+def _make_matcher(match: str | Matcher | None, definition: str | None, stream_id: str | None) -> Matcher:
     def matcher(msg: Message) -> bool:
         if callable(match):
             if not match(msg):
@@ -700,9 +686,7 @@ class AmsSocket:
             await self._session.close()
             self._session = None
             raise
-        self._reader = asyncio.get_running_loop().create_task(
-            self._read_loop(), name=f"{TASK_PREFIX}ws-reader"
-        )
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop(), name=f"{TASK_PREFIX}ws-reader")
 
     async def __aenter__(self) -> AmsSocket:
         if self._ws is None:
@@ -816,8 +800,7 @@ class AmsSocket:
                     return msg
             if self.closed.is_set():
                 raise AmsSocketClosed(
-                    f"socket closed (code {self.close_code}) while waiting for "
-                    f"{match!r}/{definition!r}"
+                    f"socket closed (code {self.close_code}) while waiting for {match!r}/{definition!r}"
                 )
             return None
 
@@ -828,8 +811,7 @@ class AmsSocket:
         except (asyncio.TimeoutError, TimeoutError):
             recent = self.history[-8:]
             raise TimeoutError(
-                f"no message matching {match!r}/{definition!r}/{stream_id!r} within "
-                f"{timeout}s; recent: {recent}"
+                f"no message matching {match!r}/{definition!r}/{stream_id!r} within {timeout}s; recent: {recent}"
             ) from None
 
     def find(
@@ -949,9 +931,7 @@ class _AmsPeer:
         """Await ``awaitable`` but raise early if the server sent an error / pump failed."""
         task = asyncio.ensure_future(awaitable)
         try:
-            done, _ = await asyncio.wait(
-                {task, self._failure}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({task, self._failure}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if task in done:
                 return task.result()
             if self._failure.done() and self._failure_exc is not None:
@@ -1475,7 +1455,13 @@ class PeerClient:
             await self._close_pc()
 
     async def send_peer_message(self, definition: str, data: Any, **extra: Any) -> Message:
-        msg = {"command": "peerMessageCommand", "streamId": self.call_id, "definition": definition, "data": data, **extra}
+        msg = {
+            "command": "peerMessageCommand",
+            "streamId": self.call_id,
+            "definition": definition,
+            "data": data,
+            **extra,
+        }
         await self.sock.send(msg)
         return msg
 

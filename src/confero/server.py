@@ -64,9 +64,7 @@ class Server:
             name: Application(name, settings, self.store, self.router) for name in settings.applications
         }
         self.sessions: set[SignalingSession] = set()
-        self.web = web.Application(
-            client_max_size=1 << 20, middlewares=[rest_guard(self.applications, error_response)]
-        )
+        self.web = web.Application(client_max_size=1 << 20, middlewares=[rest_guard(self.applications, error_response)])
         self.web[APPLICATIONS] = self.applications
         self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions))
         add_routes(self.web.router)

@@ -62,11 +62,16 @@ async def wait_remote_videos(pages: list, count: int, timeout: float = 40) -> No
         first = [await remote_frames(p) for p in pages]
         await asyncio.sleep(1.0)
         second = [await remote_frames(p) for p in pages]
-        ok = all(len(a) == count and len(b) == count and all(y > x > 0 for x, y in zip(a, b)) for a, b in zip(first, second))
+        ok = all(
+            len(a) == count and len(b) == count and all(y > x > 0 for x, y in zip(a, b)) for a, b in zip(first, second)
+        )
         if ok:
             return
         if time.monotonic() > deadline:
-            states = [await p.evaluate("JSON.stringify({e: amsState.errors, r: Object.keys(amsState.remotes)})") for p in pages]
+            states = [
+                await p.evaluate("JSON.stringify({e: amsState.errors, r: Object.keys(amsState.remotes)})")
+                for p in pages
+            ]
             raise AssertionError(f"remote videos not advancing: {first} -> {second}; {states}")
 
 

@@ -18,7 +18,9 @@ from tests.browser.conftest import artifact, decoded_frames
 
 HARNESS = (Path(__file__).resolve().parent / "pages" / "sdk-harness.html").read_text()
 ROOM_FLOW = "async ([room, id]) => { H.flow = {kind: 'multitrack', room}; await H.create(); H.adaptor.joinRoom(room, id || undefined); }"
-LEGACY_FLOW = "async ([room, id]) => { H.flow = {kind: 'legacy', room}; await H.create(); H.adaptor.joinRoom(room, id); }"
+LEGACY_FLOW = (
+    "async ([room, id]) => { H.flow = {kind: 'legacy', room}; await H.create(); H.adaptor.joinRoom(room, id); }"
+)
 
 
 async def open_tab(context: Any, server: Server, mode: str = "module") -> Any:
@@ -234,7 +236,10 @@ async def test_conference_room_multitrack_flow(server: Server, context: Any) -> 
         await pages[0].evaluate("id => H.adaptor.getStreamInfo(id)", ids[1])
         info = await wait_event(pages[0], "streamInformation", {"streamId": ids[1]})
         assert info["streamInfo"] and info["streamInfo"][0]["videoCodec"], info
-        await pages[0].evaluate(f"id => {{ H.adaptor.enableTrack('{room}', id, false); H.adaptor.enableTrack('{room}', id, true); }}", ids[1])
+        await pages[0].evaluate(
+            f"id => {{ H.adaptor.enableTrack('{room}', id, false); H.adaptor.enableTrack('{room}', id, true); }}",
+            ids[1],
+        )
 
         # carol leaves: the others are told, get a re-offer, and carol's tracks go silent.
         leaver = ids[2]

@@ -76,11 +76,16 @@ async def test_signal_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) ->
         proc = subprocess.Popen(
             confero(
                 "serve",
-                "--host", "127.0.0.1",
-                "--port", str(port),
-                "--data-dir", str(data_dir),
-                "--ice-address", "127.0.0.1",
-                "--log-level", "INFO",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--ice-address",
+                "127.0.0.1",
+                "--log-level",
+                "INFO",
             ),  # fmt: skip
             stdout=log,
             stderr=subprocess.STDOUT,

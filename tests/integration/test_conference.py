@@ -258,7 +258,6 @@ async def test_rooms_are_isolated(server: Server) -> None:
         await close_all([a, b])
 
 
-
 async def test_closing_the_socket_is_leaving(server: Server) -> None:
     stay = await Member.join(server, "stay")
     go = await Member.join(server, "go")

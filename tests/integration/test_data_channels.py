@@ -136,9 +136,13 @@ async def test_publisher_to_three_players_in_order_and_players_back(server: Serv
         b"\x01from player 1",
         "from player 0",
     ]
-    await eventually(lambda: players[2].data_messages[len(sent) :] in (
-        ["from player 0", b"\x01from player 1"], [b"\x01from player 1", "from player 0"]
-    ), what="players' messages at player 2")
+    await eventually(
+        lambda: (
+            players[2].data_messages[len(sent) :]
+            in (["from player 0", b"\x01from player 1"], [b"\x01from player 1", "from player 0"])
+        ),
+        what="players' messages at player 2",
+    )
     # a marker from the publisher: whatever reached a player before it is all it will get from above
     publisher.channel.send("marker")
     await eventually(lambda: all(p.data_messages[-1:] == ["marker"] for p in players), what="marker")
@@ -196,7 +200,9 @@ async def test_rest_send_data(server: Server, clients: Clients, http: aiohttp.Cl
     assert status == 200 and body["success"] is True and body["dataId"] == "rs"
     status, body = await post_data(http, "rs", '{"eventType":"NOTICE","text":"çà"}'.encode())
     assert status == 200 and body["success"] is True
-    await eventually(lambda: all(len(p.data_messages) == 2 for p in players) and len(at_publisher) == 2, what="REST data")
+    await eventually(
+        lambda: all(len(p.data_messages) == 2 for p in players) and len(at_publisher) == 2, what="REST data"
+    )
     for received in [at_publisher, *(p.data_messages for p in players)]:
         assert received == ["hello from REST", '{"eventType":"NOTICE","text":"çà"}']
 
@@ -250,7 +256,9 @@ async def test_room_chat_multitrack_flow(server: Server, clients: Clients) -> No
 
     # a message on the room-play channel goes to the other members' room plays as well
     room_plays["mt0"].channel.send("via room play")
-    await eventually(lambda: all(room_plays[s].data_messages[-1:] == ["via room play"] for s in ids[1:]), what="room play chat")
+    await eventually(
+        lambda: all(room_plays[s].data_messages[-1:] == ["via room play"] for s in ids[1:]), what="room play chat"
+    )
     publishers["mt1"].channel.send("marker")
     await eventually(lambda: room_plays["mt0"].data_messages[-1:] == ["marker"], what="marker")
     assert "via room play" not in room_plays["mt0"].data_messages

@@ -202,7 +202,15 @@ async def test_relaying_without_a_partner_and_leaving_without_joining(server: Se
         await sock.send({"command": "takeConfiguration", "streamId": CALL, "type": "offer", "sdp": "v=0\r\n"})
         error = await sock.wait_for("error", timeout=5)
         assert error["definition"] == "no_peer_associated_before" and error["streamId"] == CALL
-        await sock.send({"command": "takeCandidate", "streamId": CALL, "label": 0, "id": "0", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"})
+        await sock.send(
+            {
+                "command": "takeCandidate",
+                "streamId": CALL,
+                "label": 0,
+                "id": "0",
+                "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+            }
+        )
         assert (await sock.wait_for("error", timeout=5))["definition"] == "no_peer_associated_before"
         await a.send_peer_message("chat", "hello?")
         assert (await sock.wait_for("error", timeout=5))["definition"] == "no_peer_associated_before"
@@ -247,7 +255,9 @@ async def test_join_needs_a_token_when_token_control_is_on(server: Server) -> No
         assert refused.value.definition == "unauthorized_access"
         assert calls(server) == {}
         token = await app.issue_token(CALL, "play", int(time.time()) + 60)
-        await a.sock.send({"command": "join", "streamId": CALL, "multiPeer": False, "mode": "both", "token": token.token_id})
+        await a.sock.send(
+            {"command": "join", "streamId": CALL, "multiPeer": False, "mode": "both", "token": token.token_id}
+        )
         assert (await a.sock.wait_for(definition="joined", timeout=5))["streamId"] == CALL
         await a.leave()
     finally:

@@ -38,7 +38,12 @@ BAD_MESSAGES = [
         id="wrong-type",
     ),
     pytest.param(
-        {"command": "takeCandidate", "streamId": "x", "label": 0, "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"},
+        {
+            "command": "takeCandidate",
+            "streamId": "x",
+            "label": 0,
+            "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+        },
         "no_peer_associated_before",
         id="candidate-without-peer",
     ),

@@ -28,9 +28,7 @@ def rest(path: str, app: str = APP) -> str:
     return f"/{app}/rest/v2/broadcasts{path}"
 
 
-async def call(
-    http: aiohttp.ClientSession, method: str, path: str, *, app: str = APP, **kw: Any
-) -> tuple[int, Any]:
+async def call(http: aiohttp.ClientSession, method: str, path: str, *, app: str = APP, **kw: Any) -> tuple[int, Any]:
     async with http.request(method, rest(path, app), **kw) as resp:
         assert resp.content_type == "application/json", (resp.status, await resp.text())
         return resp.status, await resp.json()
@@ -140,9 +138,7 @@ async def test_create_with_invalid_id(server: Server, http: aiohttp.ClientSessio
 
 
 async def test_create_with_invalid_json(server: Server, http: aiohttp.ClientSession) -> None:
-    status, body = await call(
-        http, "POST", "/create", data=b"{not json", headers={"Content-Type": "application/json"}
-    )
+    status, body = await call(http, "POST", "/create", data=b"{not json", headers={"Content-Type": "application/json"})
     assert status == 400
     assert_failure(body)
 

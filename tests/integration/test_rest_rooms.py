@@ -28,9 +28,7 @@ def rooms(path: str = "", app: str = APP) -> str:
     return f"/{app}/rest/v2/broadcasts/conference-rooms{path}"
 
 
-async def call(
-    http: aiohttp.ClientSession, method: str, path: str, *, app: str = APP, **kw: Any
-) -> tuple[int, Any]:
+async def call(http: aiohttp.ClientSession, method: str, path: str, *, app: str = APP, **kw: Any) -> tuple[int, Any]:
     async with http.request(method, rooms(path, app), **kw) as resp:
         assert resp.content_type == "application/json", (resp.status, await resp.text())
         return resp.status, await resp.json()
@@ -216,7 +214,12 @@ async def test_put_updates_dates_and_mode(http: aiohttp.ClientSession) -> None:
         http, "PUT", "/upd", json={"roomId": "upd", "startDate": now + 10, "endDate": now + 7200, "mode": "multitrack"}
     )
     assert status == 200, body
-    assert (body["roomId"], body["startDate"], body["endDate"], body["mode"]) == ("upd", now + 10, now + 7200, "multitrack")
+    assert (body["roomId"], body["startDate"], body["endDate"], body["mode"]) == (
+        "upd",
+        now + 10,
+        now + 7200,
+        "multitrack",
+    )
     status, fetched = await get_room(http, "upd")
     assert status == 200
     assert (fetched["startDate"], fetched["endDate"], fetched["mode"]) == (now + 10, now + 7200, "multitrack")

@@ -65,9 +65,7 @@ def assert_no_media(server: Server) -> None:
 
 
 @pytest.mark.parametrize("window", ["past", "future"])
-async def test_outside_window_every_way_in_is_refused(
-    server: Server, http: aiohttp.ClientSession, window: str
-) -> None:
+async def test_outside_window_every_way_in_is_refused(server: Server, http: aiohttp.ClientSession, window: str) -> None:
     now = int(time.time())
     start, end = (now - 7200, now - 3600) if window == "past" else (now + 3600, now + 7200)
     await create_room(http, "closed", start, end)
@@ -107,7 +105,9 @@ async def test_window_opening_later_is_refused_then_accepted(server: Server, htt
     await create_room(http, "later", now + 3600, now + 7200)
     async with await AmsSocket.connect(server.port) as sock:
         await expect_refused(sock, {"command": "joinRoom", "room": "later", "streamId": "w1"})
-        status, body = await call(http, "PUT", "/later", json={"startDate": now - 10, "endDate": now + 600, "mode": "legacy"})
+        status, body = await call(
+            http, "PUT", "/later", json={"startDate": now - 10, "endDate": now + 600, "mode": "legacy"}
+        )
         assert status == 200, body
         await sock.send({"command": "joinRoom", "room": "later", "streamId": "w1"})
         joined = await sock.wait_for(definition="joinedTheRoom", timeout=5)

@@ -439,9 +439,7 @@ async def test_room_bound_play_token(server: Server, http: aiohttp.ClientSession
     await clients.play("b", token, room="r1", sock=await clients.sock())
 
 
-async def test_token_control_in_join_room_flows(
-    server: Server, http: aiohttp.ClientSession, clients: Clients
-) -> None:
+async def test_token_control_in_join_room_flows(server: Server, http: aiohttp.ClientSession, clients: Clients) -> None:
     s = app_settings(server)
     s.publishTokenControlEnabled = True
     s.playTokenControlEnabled = True
@@ -561,9 +559,7 @@ async def test_token_rest_errors(server: Server, http: aiohttp.ClientSession) ->
     assert await listed(http, "s1") == []
 
 
-async def test_token_list_revoke_and_validate(
-    server: Server, http: aiohttp.ClientSession, clients: Clients
-) -> None:
+async def test_token_list_revoke_and_validate(server: Server, http: aiohttp.ClientSession, clients: Clients) -> None:
     publish_tokens = [await issue(http, "s1", "publish", expire=in_future(100 + i)) for i in range(2)]
     play_token = await issue(http, "s1", "play", expire=in_future(300))
     other = await issue(http, "s2", "play")

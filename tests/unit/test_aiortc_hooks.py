@@ -134,9 +134,7 @@ async def connect(*pcs: RTCPeerConnection) -> None:
 def host_candidates(pc: RTCPeerConnection) -> list[tuple[str, int]]:
     """(address, port) of every a=candidate line in the local description."""
     assert pc.localDescription is not None
-    found = re.findall(
-        r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host", pc.localDescription.sdp, re.M | re.I
-    )
+    found = re.findall(r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host", pc.localDescription.sdp, re.M | re.I)
     return [(host, int(port)) for host, port in found]
 
 
@@ -860,9 +858,7 @@ async def test_take_over_rtcp_silences_the_sender_and_keeps_bye(peers: Peers) ->
     await wait_until(lambda: quiet_ssrc in byes(), 3, "BYE from the silenced sender")
 
 
-async def test_idle_track_parks_the_sender_and_stops_cleanly(
-    peers: Peers, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_idle_track_parks_the_sender_and_stops_cleanly(peers: Peers, caplog: pytest.LogCaptureFixture) -> None:
     calls: list[float] = []
 
     class CountingIdleTrack(IdleTrack):

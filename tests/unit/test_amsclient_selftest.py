@@ -58,9 +58,7 @@ async def _connect(codec: str, drop_rate: float = 0.0) -> Link:
         await receiver.setRemoteDescription(sender.pc.localDescription)
         await receiver.setLocalDescription(await receiver.createAnswer())
         await sender.pc.setRemoteDescription(receiver.localDescription)
-        await asyncio.gather(
-            wait_for_connected(sender.pc, 10), wait_for_connected(receiver, 10)
-        )
+        await asyncio.gather(wait_for_connected(sender.pc, 10), wait_for_connected(receiver, 10))
         if drop_rate > 0:
             # seed 1234: the 3rd video packet is already dropped, so `dropped > 0` is
             # deterministic once a handful of packets arrived.
@@ -80,11 +78,7 @@ async def _teardown(link: Link) -> None:
     link.sender.stop_tracks()
     await link.sender.pc.close()
     await link.receiver.close()
-    leaked = [
-        t
-        for t in asyncio.all_tasks()
-        if t.get_name().startswith(TASK_PREFIX) and not t.done()
-    ]
+    leaked = [t for t in asyncio.all_tasks() if t.get_name().startswith(TASK_PREFIX) and not t.done()]
     assert not leaked, leaked
 
 
@@ -98,10 +92,7 @@ async def links() -> AsyncIterator[list[Link]]:
 
 def _negotiated_video(link: Link) -> list[str]:
     return [
-        f"{c.mimeType};{c.parameters}"
-        for t in link.receiver.getTransceivers()
-        if t.kind == "video"
-        for c in t._codecs
+        f"{c.mimeType};{c.parameters}" for t in link.receiver.getTransceivers() if t.kind == "video" for c in t._codecs
     ]
 
 
@@ -111,8 +102,7 @@ def test_codec_preferences() -> None:
     h264 = codec_preferences("video", "H264")
     assert h264[-1].mimeType == "video/rtx"
     assert h264[:-1] and all(
-        c.mimeType == "video/H264" and c.parameters["packetization-mode"] == "1"
-        for c in h264[:-1]
+        c.mimeType == "video/H264" and c.parameters["packetization-mode"] == "1" for c in h264[:-1]
     )
     assert [c.mimeType for c in codec_preferences("audio", "opus")] == ["audio/opus"]
     with pytest.raises(ValueError):
@@ -136,9 +126,9 @@ async def test_direct_link_decodes(codec: str, links: list[Link]) -> None:
     link = await _connect(codec)
     links.append(link)
     negotiated = _negotiated_video(link)
-    assert negotiated and all(
-        n.startswith(f"video/{codec}") or n.startswith("video/rtx") for n in negotiated
-    ), negotiated
+    assert negotiated and all(n.startswith(f"video/{codec}") or n.startswith("video/rtx") for n in negotiated), (
+        negotiated
+    )
 
     await link.counter.wait_frames(30, 1, timeout=15)
     assert link.counter.video_frames >= 30
@@ -220,15 +210,11 @@ class FakeAms:
         for line in lines:
             if line.startswith("a=candidate:"):
                 await ws.send_json(  # type: ignore[attr-defined]
-                    {"command": "takeCandidate", "streamId": stream_id, "label": 0,
-                     "id": "0", "candidate": line[2:]}
+                    {"command": "takeCandidate", "streamId": stream_id, "label": 0, "id": "0", "candidate": line[2:]}
                 )
-        sdp = "\r\n".join(
-            x for x in lines if not x.startswith(("a=candidate:", "a=end-of-candidates"))
-        ) + "\r\n"
+        sdp = "\r\n".join(x for x in lines if not x.startswith(("a=candidate:", "a=end-of-candidates"))) + "\r\n"
         await ws.send_json(  # type: ignore[attr-defined]
-            {"command": "takeConfiguration", "streamId": stream_id, "type": desc.type,
-             "sdp": sdp, **extra}
+            {"command": "takeConfiguration", "streamId": stream_id, "type": desc.type, "sdp": sdp, **extra}
         )
 
     async def _ws(self, request: object) -> object:
@@ -247,8 +233,7 @@ class FakeAms:
             cmd, sid = msg.get("command"), msg.get("streamId")
             if cmd == "publish":
                 if msg.get("token") == "bad":
-                    await ws.send_json({"command": "error", "definition": "unauthorized_access",
-                                        "streamId": sid})
+                    await ws.send_json({"command": "error", "definition": "unauthorized_access", "streamId": sid})
                 else:
                     await ws.send_json({"command": "start", "streamId": sid})
             elif cmd == "takeConfiguration" and msg["type"] == "offer":
@@ -260,32 +245,28 @@ class FakeAms:
                 await pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
                 await pc.setLocalDescription(await pc.createAnswer())
                 await self._send_sdp(ws, sid, pc)
-                await ws.send_json({"command": "notification", "definition": "publish_started",
-                                    "streamId": sid})
+                await ws.send_json({"command": "notification", "definition": "publish_started", "streamId": sid})
             elif cmd == "play":
                 if sid not in self.sources:
-                    await ws.send_json({"command": "error", "definition": "no_stream_exist",
-                                        "error_code": "404", "streamId": sid})
+                    await ws.send_json(
+                        {"command": "error", "definition": "no_stream_exist", "error_code": "404", "streamId": sid}
+                    )
                     continue
                 pc = pcs[sid] = new_peer_connection()
                 self.pcs.append(pc)
                 for track in self.sources[sid]:
                     pc.addTransceiver(self.relay.subscribe(track), direction="sendonly")
                 await pc.setLocalDescription(await pc.createOffer())
-                mapping = {
-                    t.mid: f"ARDAMS{t.kind[0]}{sid}" for t in pc.getTransceivers()
-                }
+                mapping = {t.mid: f"ARDAMS{t.kind[0]}{sid}" for t in pc.getTransceivers()}
                 await self._send_sdp(ws, sid, pc, idMapping=mapping)
             elif cmd == "takeConfiguration" and msg["type"] == "answer":
                 await pcs[sid].setRemoteDescription(RTCSessionDescription(msg["sdp"], "answer"))
-                await ws.send_json({"command": "notification", "definition": "play_started",
-                                    "streamId": sid})
+                await ws.send_json({"command": "notification", "definition": "play_started", "streamId": sid})
             elif cmd == "stop":
                 pc = pcs.pop(sid, None)
                 if pc is not None:
                     await pc.close()
-                await ws.send_json({"command": "notification", "definition": "play_finished",
-                                    "streamId": sid})
+                await ws.send_json({"command": "notification", "definition": "play_finished", "streamId": sid})
             elif cmd == "ping":
                 await ws.send_json({"command": "pong"})
         return ws
@@ -302,8 +283,10 @@ async def fake_ams() -> AsyncIterator[FakeAms]:
 async def test_signaling_against_fake_ams(fake_ams: FakeAms) -> None:
     from tests.amsclient import AmsError, AmsSocket, Player, Publisher
 
-    async with AmsSocket(fake_ams.port, "LiveApp", query="target=origin") as sock, \
-            AmsSocket(fake_ams.port, "LiveApp") as sock2:
+    async with (
+        AmsSocket(fake_ams.port, "LiveApp", query="target=origin") as sock,
+        AmsSocket(fake_ams.port, "LiveApp") as sock2,
+    ):
         await sock.send({"command": "ping"})
         assert (await sock.recv())["command"] == "pong"
         await sock.send_raw("{not json")

@@ -41,8 +41,6 @@ def test_camel_case_wire_names_only_in_schema_modules() -> None:
     wire = re.compile(r"""["'](streamId|takeConfiguration|idMapping|ATTR_ROOM_NAME|webRTCViewerCount)["']""")
     allowed = {"messages.py", "schemas.py", "handlers.py", "jwt.py"}  # jwt.py: Ant Media's claim names
     offenders = [
-        str(p.relative_to(ROOT))
-        for p in SRC.rglob("*.py")
-        if p.name not in allowed and wire.search(p.read_text())
+        str(p.relative_to(ROOT)) for p in SRC.rglob("*.py") if p.name not in allowed and wire.search(p.read_text())
     ]
     assert not offenders, offenders

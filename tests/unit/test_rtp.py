@@ -621,7 +621,10 @@ def test_sender_report_and_sdes_parse_with_aiortc() -> None:
         info = srs[0].sender_info
         # timestamps and counters wrap at 32 bits as RFC 3550 counters do
         assert (info.ntp_timestamp, info.rtp_timestamp, info.packet_count, info.octet_count) == (
-            0x0102030405060708 + 1000, 5, 0, 1000,
+            0x0102030405060708 + 1000,
+            5,
+            0,
+            1000,
         )
         (sdes,) = [p for p in packets if isinstance(p, RtcpSdesPacket)]
         assert [(c.ssrc, c.items) for c in sdes.chunks] == [(1000, [(1, cname.encode())])]

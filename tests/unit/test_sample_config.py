@@ -8,7 +8,9 @@ SAMPLE = Path(__file__).resolve().parents[2] / "confero.sample.toml"
 
 
 def test_sample_file_matches_the_model() -> None:
-    assert SAMPLE.read_text() == Settings.sample_toml(), "regenerate: python -c 'from confero.settings import Settings; print(Settings.sample_toml(), end=\"\")' > confero.sample.toml"
+    assert SAMPLE.read_text() == Settings.sample_toml(), (
+        "regenerate: python -c 'from confero.settings import Settings; print(Settings.sample_toml(), end=\"\")' > confero.sample.toml"
+    )
 
 
 def test_sample_file_loads_to_the_defaults() -> None:

@@ -428,7 +428,6 @@ def test_every_field_has_a_flag_and_an_env_var(tmp_path: Path) -> None:
         assert getattr(Settings(), f.name) != expected, f"sample for {f.name} equals its default"
 
 
-
 def test_list_fields_are_repeatable_flags() -> None:
     parser = Settings.argument_parser()
     for f in Settings.server_fields():

@@ -177,9 +177,7 @@ async def test_mark_all_finished(store: Store) -> None:
 async def test_room_crud_and_list(store: Store) -> None:
     assert await store.get_room(APP, "r1") is None
     r1 = RoomRecord("r1", start_date=200, end_date=3800, room_stream_list=["s1", "s2"])
-    r2 = RoomRecord(
-        "r2", start_date=100, end_date=3700, mode="multitrack", origin_address="1.2.3.4"
-    )
+    r2 = RoomRecord("r2", start_date=100, end_date=3700, mode="multitrack", origin_address="1.2.3.4")
     await store.save_room(APP, r1)
     await store.save_room(APP, r2)
     assert await store.get_room(APP, "r1") == r1
@@ -330,9 +328,7 @@ async def test_sqlite_skips_corrupt_rows(tmp_path: Path, caplog: pytest.LogCaptu
 
     conn = sqlite3.connect(path)
     with conn:
-        conn.execute(
-            "UPDATE streams SET sub_track_stream_ids = 'not json' WHERE stream_id = 'bad1'"
-        )
+        conn.execute("UPDATE streams SET sub_track_stream_ids = 'not json' WHERE stream_id = 'bad1'")
         conn.execute("UPDATE streams SET duration = 'abc' WHERE stream_id = 'bad2'")
         conn.execute("UPDATE rooms SET room_stream_list = '[1, 2]'")
     conn.close()
@@ -357,12 +353,7 @@ async def test_sqlite_skips_corrupt_rows(tmp_path: Path, caplog: pytest.LogCaptu
 async def test_sqlite_usable_from_threads(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "t.db")
     try:
-        await asyncio.gather(
-            *(
-                asyncio.to_thread(asyncio.run, s.save_stream(APP, stream(f"s{i}")))
-                for i in range(8)
-            )
-        )
+        await asyncio.gather(*(asyncio.to_thread(asyncio.run, s.save_stream(APP, stream(f"s{i}"))) for i in range(8)))
         assert await s.count_streams(APP) == 8
     finally:
         await s.close()

@@ -340,7 +340,9 @@ def test_rest_default_allows_loopback(remote: str) -> None:
     rest_app().check_rest_access(remote, "")
 
 
-@pytest.mark.parametrize("remote", ["10.1.2.3", "192.168.1.1", "127.0.0.2", "fe80::1%eth0", "2001:db8::1", "", "nonsense"])
+@pytest.mark.parametrize(
+    "remote", ["10.1.2.3", "192.168.1.1", "127.0.0.2", "fe80::1%eth0", "2001:db8::1", "", "nonsense"]
+)
 def test_rest_default_refuses_other_addresses(remote: str) -> None:
     with pytest.raises(Forbidden) as info:
         rest_app().check_rest_access(remote, "")

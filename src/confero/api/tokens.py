@@ -50,5 +50,7 @@ async def revoke(request: web.Request, app: Application) -> web.Response:
 
 
 async def list_(request: web.Request, app: Application) -> web.Response:
-    records = await app.list_tokens(request.match_info["stream_id"], int_param(request, "offset"), int_param(request, "size"))
+    records = await app.list_tokens(
+        request.match_info["stream_id"], int_param(request, "offset"), int_param(request, "size")
+    )
     return json_response([token_from_record(r) for r in records])

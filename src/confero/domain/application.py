@@ -95,9 +95,7 @@ class Application:
         # Check again with no await in between: another publish may have taken the id meanwhile.
         if stream_id in self.streams:
             raise Conflict(f"stream {stream_id} is already publishing", definition="streamIdInUse")
-        stream = Stream(
-            self, stream_id, room=room, zombi=record is None or record.zombi, name=name, metadata=metadata
-        )
+        stream = Stream(self, stream_id, room=room, zombi=record is None or record.zombi, name=name, metadata=metadata)
         stream.publication = Publication(stream, listener)
         self.streams[stream_id] = stream
         try:
@@ -451,9 +449,7 @@ class Application:
         if record.room_id:
             check_stream_id(record.room_id)
             if await self.room_exists(record.room_id) or await self.store.get_stream(self.name, record.room_id):
-                raise Conflict(
-                    "Stream id is already being used. Please change stream id or keep it empty", status=400
-                )
+                raise Conflict("Stream id is already being used. Please change stream id or keep it empty", status=400)
         else:
             record.room_id = new_stream_id()
         record.start_date = record.start_date or now

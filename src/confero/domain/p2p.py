@@ -38,9 +38,7 @@ class PeerCalls:
             listener.deliver(events.PeerJoined(call_id))
             return call
         if len(call.peers) >= 2:
-            raise ConferoError(
-                f"the 1-1 call {call_id} already has two peers", definition="streamIdInUse", status=409
-            )
+            raise ConferoError(f"the 1-1 call {call_id} already has two peers", definition="streamIdInUse", status=409)
         call.peers.append(listener)
         listener.deliver(events.PeerJoined(call_id))
         if len(call.peers) == 2:

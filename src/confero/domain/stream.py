@@ -51,7 +51,9 @@ class _Session:
         self._deadline = None
         if self.peer is not None and not self.peer.connected and not self.closed:
             logger.info("%s %s: not connected in time", self.kind, self.stream_id)
-            self.listener.deliver(events.Failure(self.stream_id, "publishTimeoutError", "the peer did not connect in time"))
+            self.listener.deliver(
+                events.Failure(self.stream_id, "publishTimeoutError", "the peer did not connect in time")
+            )
             self.close_soon("timeout")
 
     def _disarm(self) -> None:
@@ -210,7 +212,9 @@ class Playback(_Player):
         if publisher is None or not publisher.uptracks:
             raise MediaError("no_stream_exist", "the stream has no media yet")
         subscriber = self._create_subscriber(f"{self.stream_id}/play")
-        sdp = await subscriber.offer([(u, self.stream_id) for u in publisher.uptracks], data_channel=self._data_channel())
+        sdp = await subscriber.offer(
+            [(u, self.stream_id) for u in publisher.uptracks], data_channel=self._data_channel()
+        )
         self.listener.deliver(self._offer_event(sdp))
         self._send_candidates()
 

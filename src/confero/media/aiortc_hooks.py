@@ -78,9 +78,7 @@ class IcePolicy:
     socket_buffer: int = 4 << 20
 
 
-_policy: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar(
-    "confero_ice_policy", default=None
-)
+_policy: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar("confero_ice_policy", default=None)
 _original_get_host_addresses = aioice.ice.get_host_addresses
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
 #: What runs when no policy is set: whatever was installed before ours (a test client's own).
@@ -224,7 +222,9 @@ def srtp_function(session: pylibsrtp.Session, name: str) -> Callable[[bytes], by
     return process
 
 
-def srtp_output(engine: Any, session: pylibsrtp.Session, fd: int, sendto: Callable[[bytes, Any], None], addr: Any) -> Any:
+def srtp_output(
+    engine: Any, session: pylibsrtp.Session, fd: int, sendto: Callable[[bytes, Any], None], addr: Any
+) -> Any:
     """The fan-out engine's Output: RTP protected with `session`, sent to `addr`.
 
     The compiled engine sends on (a dup of) descriptor `fd` and calls libsrtp itself, with the

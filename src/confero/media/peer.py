@@ -68,9 +68,7 @@ class Peer:
     ) -> None:
         self.config = config
         self.name = name
-        self.pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.closed = False
         self.connected = False
         self.close_reason = ""

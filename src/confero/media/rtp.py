@@ -92,14 +92,7 @@ def unwrap_rtx(data: bytes, offset: int, ssrc: int, payload_type: int) -> bytes 
     osn = data[offset : offset + 2]
     b1 = (data[1] & MARKER_BIT) | payload_type
     # Keep the header (with its extensions), put back the original seq, PT and SSRC.
-    return (
-        bytes((data[0], b1))
-        + osn
-        + data[4:8]
-        + U32.pack(ssrc)
-        + data[12:offset]
-        + data[offset + 2 :]
-    )
+    return bytes((data[0], b1)) + osn + data[4:8] + U32.pack(ssrc) + data[12:offset] + data[offset + 2 :]
 
 
 def vp8_is_keyframe(payload: bytes) -> bool:

@@ -41,9 +41,7 @@ def codec_preferences(uptrack: UpTrack) -> list[RTCRtpCodecCapability]:
     capabilities = RTCRtpSender.getCapabilities(uptrack.kind).codecs
     source = uptrack.codec
     chosen = [
-        c
-        for c in capabilities
-        if c.mimeType.lower() == source.mimeType.lower() and c.parameters == source.parameters
+        c for c in capabilities if c.mimeType.lower() == source.mimeType.lower() and c.parameters == source.parameters
     ]
     if not chosen:
         chosen = [c for c in capabilities if c.mimeType.lower() == source.mimeType.lower()][:1]

@@ -284,6 +284,7 @@ Outgoing = Union[
     Error,
 ]
 
+
 class Raw:
     """A frame relayed verbatim (1-1 call signaling between two clients)."""
 

@@ -133,4 +133,10 @@ class SignalingSession:
         await self.ws.close()
 
     def dump(self) -> dict[str, Any]:
-        return {"remote": self.remote, "owned": sorted(self.owned), "rooms": dict(self.rooms), "calls": sorted(self.calls), "closed": self.closed}
+        return {
+            "remote": self.remote,
+            "owned": sorted(self.owned),
+            "rooms": dict(self.rooms),
+            "calls": sorted(self.calls),
+            "closed": self.closed,
+        }

@@ -138,9 +138,7 @@ class Store(Protocol):
 
     async def delete_tokens_for_stream(self, app: str, stream_id: str) -> int: ...
 
-    async def list_tokens(
-        self, app: str, stream_id: str, offset: int, size: int
-    ) -> list[TokenRecord]: ...
+    async def list_tokens(self, app: str, stream_id: str, offset: int, size: int) -> list[TokenRecord]: ...
 
     async def consume_token(self, app: str, token_id: str) -> bool:
         """Atomically delete the token if present; True only for the one caller that removed it."""

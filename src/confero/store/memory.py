@@ -112,9 +112,7 @@ class MemoryStore:
             del tokens[tid]
         return len(doomed)
 
-    async def list_tokens(
-        self, app: str, stream_id: str, offset: int, size: int
-    ) -> list[TokenRecord]:
+    async def list_tokens(self, app: str, stream_id: str, offset: int, size: int) -> list[TokenRecord]:
         self._check()
         items = (r for r in self._tokens.get(app, {}).values() if r.stream_id == stream_id)
         return _page(items, lambda r: (r.expire_date, r.token_id), offset, size)

@@ -159,9 +159,7 @@ class SqliteStore:
     def _migrate(conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"database schema version {version} is newer than supported {len(MIGRATIONS)}"
-            )
+            raise RuntimeError(f"database schema version {version} is newer than supported {len(MIGRATIONS)}")
         for target in range(version + 1, len(MIGRATIONS) + 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -196,9 +194,7 @@ class SqliteStore:
     # -- generic helpers -------------------------------------------------
     def _get(self, codec: _Codec[_R], app: str, key: str) -> _R | None:
         with self._db() as db:
-            rows = db.execute(
-                f"{codec.select} WHERE app = ? AND {codec.key} = ?", (app, key)
-            ).fetchall()
+            rows = db.execute(f"{codec.select} WHERE app = ? AND {codec.key} = ?", (app, key)).fetchall()
         found = self._decode_rows(codec, rows)
         return found[0] if found else None
 
@@ -212,9 +208,7 @@ class SqliteStore:
             cur = db.execute(sql, (app, key))
         return cur.rowcount > 0
 
-    def _list(
-        self, codec: _Codec[_R], app: str, offset: int, size: int, where: str = "", *args: object
-    ) -> list[_R]:
+    def _list(self, codec: _Codec[_R], app: str, offset: int, size: int, where: str = "", *args: object) -> list[_R]:
         if size <= 0:
             return []
         sql = f"{codec.select} WHERE app = ? {where} ORDER BY {codec.order} LIMIT ? OFFSET ?"
@@ -279,9 +273,7 @@ class SqliteStore:
             cur = db.execute("DELETE FROM tokens WHERE app = ? AND stream_id = ?", (app, stream_id))
         return cur.rowcount
 
-    async def list_tokens(
-        self, app: str, stream_id: str, offset: int, size: int
-    ) -> list[TokenRecord]:
+    async def list_tokens(self, app: str, stream_id: str, offset: int, size: int) -> list[TokenRecord]:
         return self._list(_TOKENS, app, offset, size, "AND stream_id = ?", stream_id)
 
     async def consume_token(self, app: str, token_id: str) -> bool:
