@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from confero import server as confero_server  # noqa: E402
-from confero.cli import main  # noqa: E402
+from confero import server as confero_server
+from confero.cli import main
 
 _gc_start = [0.0]
 _gc = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}  # gen -> [count, total s, max s]

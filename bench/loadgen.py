@@ -37,7 +37,8 @@ import os
 import socket
 import sys
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import aioice.ice
@@ -490,7 +491,7 @@ class Commands:
                 return
             try:
                 line = await asyncio.wait_for(stdin.readline(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if not line:
                 return  # the controller went away

@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['mem_gib']} GiB, Linux {info['kernel']}, Python {info['python']}, "
         f"loadavg {' '.join(f'{x:.2f}' for x in info['loadavg'])}"
     )
-    print(f"versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
 
     tmp = Path(tempfile.mkdtemp(prefix="confero-bench-"))
     port = free_port()

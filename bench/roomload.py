@@ -57,7 +57,8 @@ import string
 import struct
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import av
@@ -65,7 +66,9 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs.vpx import Vp8Encoder
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadgen import (  # noqa: E402
+from confero.media.aiortc_hooks import IdleTrack
+from confero.media.rtp import mid_extension
+from loadgen import (
     Commands,
     Signal,
     count_sequence,
@@ -77,9 +80,6 @@ from loadgen import (  # noqa: E402
     run_on_loop,
     vp8_keyframe_start,
 )
-
-from confero.media.aiortc_hooks import IdleTrack  # noqa: E402  (the same idle sender the server uses)
-from confero.media.rtp import mid_extension  # noqa: E402
 
 logger = logging.getLogger("bench.roomload")
 
@@ -335,7 +335,7 @@ class Totals:
 
 
 class SourceStat:
-    __slots__ = ("kind", "received", "max_seq", "gaps", "late", "dups", "first_ns", "key_ns", "bytes")
+    __slots__ = ("bytes", "dups", "first_ns", "gaps", "key_ns", "kind", "late", "max_seq", "received")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind

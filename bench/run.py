@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -1058,7 +1058,7 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
         None,
     )
     row(
-        f"… p99 at that single step",
+        "… p99 at that single step",
         (lc.get("lat_kernel_ms") or {}).get("p99"),
         (lj.get("lat_kernel_ms") or {}).get("p99"),
         2,
@@ -1448,7 +1448,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {s: summarize(results, s, args) for s in servers}
     point = pick_latency_point(results, 1.0)
     data: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": invocation,
         "machine": info,
         "args": {k: v for k, v in vars(args).items()},

@@ -46,8 +46,8 @@ import aiohttp
 import aioice.ice
 import av
 from aiortc import (
-    RTCBundlePolicy,
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
@@ -808,7 +808,7 @@ class AmsSocket:
             async with self._cond:
                 result: Message = await asyncio.wait_for(self._cond.wait_for(take), timeout)
                 return result
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             recent = self.history[-8:]
             raise TimeoutError(
                 f"no message matching {match!r}/{definition!r}/{stream_id!r} within {timeout}s; recent: {recent}"

@@ -73,7 +73,7 @@ class Tab:
                 f" return !!s && ({predicate}); }})()",
                 timeout=timeout,
             )
-        except Exception as error:  # noqa: BLE001 - re-raised with the page state for the report
+        except Exception as error:
             raise AssertionError(f"{self.page.url}: {predicate!r} never held; state: {await self.state()}") from error
 
     async def assert_clean(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from confero.server import Server
-from tests.browser.conftest import artifact, decoded_frames
+from tests.browser.conftest import artifact
 
 HARNESS = (Path(__file__).resolve().parent / "pages" / "sdk-harness.html").read_text()
 ROOM_FLOW = "async ([room, id]) => { H.flow = {kind: 'multitrack', room}; await H.create(); H.adaptor.joinRoom(room, id || undefined); }"

@@ -138,7 +138,7 @@ async def test_multitrack_flow_one_peer_connection_renegotiated(server: Server) 
         room_players[member.stream_id] = player
         return player
 
-    async def sees(player: Player, stream_ids: set[str], frames: int = 15) -> None:  # noqa: C901
+    async def sees(player: Player, stream_ids: set[str], frames: int = 15) -> None:
         want = {f"ARDAMSv{s}" for s in stream_ids} | {f"ARDAMSa{s}" for s in stream_ids}
         await eventually(lambda: want <= set(player.id_mapping.values()), what=f"idMapping with {want}")
         check: Callable[[], bool] = lambda: all(player.frames_for(f"ARDAMSv{s}") >= frames for s in stream_ids)

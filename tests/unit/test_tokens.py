@@ -15,7 +15,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import jwt as pyjwt
 import pytest
@@ -131,7 +131,7 @@ class _Clock:
         class Frozen(datetime):
             @classmethod
             def now(cls, tz=None):  # type: ignore[override]
-                return datetime.fromtimestamp(clock.now, tz or timezone.utc)
+                return datetime.fromtimestamp(clock.now, tz or UTC)
 
         monkeypatch.setattr(pyjwt.api_jwt, "datetime", Frozen)
 

@@ -5,7 +5,7 @@ The WebSocket endpoint and the pages are public; only REST paths are guarded.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 

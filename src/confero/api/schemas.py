@@ -9,7 +9,6 @@ import msgspec
 
 from confero.domain.records import RoomRecord, StreamRecord, TokenRecord
 
-
 #: Query parameter naming a stream (room-info, deprecated add/delete).
 STREAM_ID_QUERY = "streamId"
 

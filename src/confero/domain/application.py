@@ -12,18 +12,17 @@ import logging
 import time
 from typing import Any
 
+from confero.auth import jwt, tokens
 from confero.domain import events
 from confero.domain.events import Listener
 from confero.domain.ids import check_stream_id, new_stream_id
 from confero.domain.p2p import PeerCalls
 from confero.domain.room import DEFAULT_DURATION, Member, Room
 from confero.domain.stream import Playback, Publication, RoomPlayback, Stream
-from confero.auth import jwt, tokens
-from confero.errors import BadRequest, Conflict, ConferoError, Forbidden, NotFound, Unauthorized
-from confero.store import RoomRecord, TokenRecord
+from confero.errors import BadRequest, ConferoError, Conflict, Forbidden, NotFound, Unauthorized
 from confero.media import Router
 from confero.settings import AppSettings, Settings, SettingsError
-from confero.store import Store, StreamRecord
+from confero.store import RoomRecord, Store, StreamRecord, TokenRecord
 
 logger = logging.getLogger(__name__)
 

@@ -29,9 +29,10 @@ import contextvars
 import logging
 import random
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import aioice.ice
 import pylibsrtp

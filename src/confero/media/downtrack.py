@@ -10,9 +10,9 @@ drives for every packet.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from confero.media import fanout
 from confero.media.fanout import RING_SIZE  # noqa: F401  (re-exported for tests and docs)
 
 if TYPE_CHECKING:

@@ -34,8 +34,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from confero.media import rtp
 
@@ -108,9 +109,30 @@ class PyCopy:
     """Rewrite state and retransmission ring of one forwarded copy (pure Python)."""
 
     __slots__ = (
-        "ssrc", "payload_type", "rtx_ssrc", "rtx_payload_type", "_ext", "_b0", "waiting", "enabled",
-        "_young", "_start_seq", "_begin_seq", "seq_off", "ts_off", "next_seq", "next_ts", "_rtx_seq", "last_seq",
-        "last_ts", "packets", "octets", "retransmitted", "send_errors", "_ring", "_output",
+        "_b0",
+        "_begin_seq",
+        "_ext",
+        "_output",
+        "_ring",
+        "_rtx_seq",
+        "_start_seq",
+        "_young",
+        "enabled",
+        "last_seq",
+        "last_ts",
+        "next_seq",
+        "next_ts",
+        "octets",
+        "packets",
+        "payload_type",
+        "retransmitted",
+        "rtx_payload_type",
+        "rtx_ssrc",
+        "send_errors",
+        "seq_off",
+        "ssrc",
+        "ts_off",
+        "waiting",
     )  # fmt: skip
 
     def __init__(

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
@@ -22,7 +24,6 @@ from aiortc.rtp import (
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
 )
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from confero.media import aiortc_hooks, rtp
 from confero.media.downtrack import DownTrack

@@ -9,7 +9,8 @@ awaits, no per-packet objects.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 

@@ -7,9 +7,10 @@ domain delivers later (offers, candidates, notifications) are turned into messag
 
 from __future__ import annotations
 
-import logging
 import json
-from typing import TYPE_CHECKING, Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from confero.domain import events
 from confero.domain.ids import check_stream_id
