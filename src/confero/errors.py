@@ -1,47 +1,106 @@
-"""Errors that reach clients: each carries its Ant Media `definition` and an HTTP status.
+"""Why the domain refuses a request: one exception type per kind of refusal.
 
-The domain raises these; `signaling/handlers.py` turns them into `error` messages and
-`api/routes.py` into REST replies: one mapping per transport.
+The types carry no wire terms. Each transport maps them once: `signaling/wire.py` to Ant Media's
+`error` definitions, `api/routes.py` to HTTP statuses. The message is for people (the log, the
+`information` field, the REST `message`).
 """
 
 from __future__ import annotations
 
 
 class ConferoError(Exception):
-    """A refused request, in the protocol's own terms."""
+    """A refused request."""
 
-    definition = "server_error_check_logs"
-    status = 500
-
-    def __init__(self, message: str = "", *, definition: str | None = None, status: int | None = None) -> None:
-        super().__init__(message or (definition or self.definition))
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or type(self).__name__)
         self.message = message
-        if definition is not None:
-            self.definition = definition
-        if status is not None:
-            self.status = status
 
 
 class BadRequest(ConferoError):
-    definition = "missingParameter"
-    status = 400
+    """The request is incomplete or malformed."""
+
+
+class MissingStreamId(BadRequest):
+    """No stream id where one is needed."""
+
+
+class InvalidStreamId(BadRequest):
+    """A stream or room id with characters Ant Media does not allow."""
+
+
+class NoRoomGiven(BadRequest):
+    """A room command without a room."""
+
+
+class UnregisteredStream(BadRequest):
+    """The application publishes only streams created over REST first."""
+
+
+class IdTaken(BadRequest):
+    """REST create with an id that a stream or room already has (Ant Media answers 400)."""
 
 
 class NotFound(ConferoError):
-    definition = "no_stream_exist"
-    status = 404
+    """No such stream (or it is not streaming), room, track or record."""
 
 
-class Conflict(ConferoError):
-    definition = "streamIdInUse"
-    status = 409
+class InUse(ConferoError):
+    """The stream id is taken by another client."""
+
+
+class AlreadyPublishing(InUse):
+    """This connection already publishes this id."""
+
+
+class AlreadyPlaying(InUse):
+    """This connection already plays this id."""
+
+
+class CallFull(InUse):
+    """A 1-1 call that already has two peers."""
+
+
+class RoomNotActive(ConferoError):
+    """The room's validity window is not open (not yet, or any more)."""
 
 
 class Unauthorized(ConferoError):
-    definition = "unauthorized_access"
-    status = 401
+    """A token is missing, wrong, used up or expired."""
 
 
 class Forbidden(ConferoError):
-    definition = "unauthorized_access"
-    status = 403
+    """REST: the caller's address is not allowed, or its application JWT is wrong."""
+
+
+class ShuttingDown(ConferoError):
+    """The server is stopping and takes no new publishers."""
+
+
+class NoPeer(ConferoError):
+    """No peer connection, or no 1-1 partner, for this id on this connection."""
+
+
+class OutOfOrder(ConferoError):
+    """A negotiation step that does not fit the current state (an answer nobody asked for, ...)."""
+
+
+__all__ = [
+    "AlreadyPlaying",
+    "AlreadyPublishing",
+    "BadRequest",
+    "CallFull",
+    "ConferoError",
+    "Forbidden",
+    "IdTaken",
+    "InUse",
+    "InvalidStreamId",
+    "MissingStreamId",
+    "NoPeer",
+    "NoRoomGiven",
+    "NotFound",
+    "OutOfOrder",
+    "RoomNotActive",
+    "ShuttingDown",
+    "Unauthorized",
+    "UnregisteredStream",
+]

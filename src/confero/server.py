@@ -2,7 +2,8 @@
 
 Start-up order: store, router, applications, HTTP. Shut-down runs the other way: every client
 is told its streams ended (`publish_finished` / `play_finished`), then peers close, then the
-HTTP server, then the store is flushed.
+HTTP server, then the store is flushed. `Server` changes no process-wide state; `serve()`, the
+process's entry, installs the media hooks and tunes the garbage collector.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from aiohttp import web
 
 from confero.api.guards import rest_guard
 from confero.api.pages import add_page_routes
-from confero.api.routes import APPLICATIONS, add_routes, error_response
+from confero.api.routes import APPLICATIONS, add_routes, refusal_response
 from confero.domain.application import Application
-from confero.media import IcePolicy, PeerConfig, Router, fanout
+from confero.media import IcePolicy, PeerConfig, Router, aiortc_hooks, fanout
 from confero.settings import Settings
 from confero.signaling.endpoint import websocket_handler
 from confero.signaling.session import SignalingSession
@@ -64,7 +65,9 @@ class Server:
             name: Application(name, settings, self.store, self.router) for name in settings.applications
         }
         self.sessions: set[SignalingSession] = set()
-        self.web = web.Application(client_max_size=1 << 20, middlewares=[rest_guard(self.applications, error_response)])
+        self.web = web.Application(
+            client_max_size=1 << 20, middlewares=[rest_guard(self.applications, refusal_response)]
+        )
         self.web[APPLICATIONS] = self.applications
         self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions))
         add_routes(self.web.router)
@@ -81,15 +84,9 @@ class Server:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
-        # Everything made so far lives as long as the server: keep it out of every future
-        # garbage collection, and collect less often so that fewer short-lived objects reach
-        # the old generation, whose full collections stalled the event loop for 80-240 ms while
-        # peers joined (BENCHMARKS.md: p99 latency at 70 % load 74-94 ms -> 3.6-4.5 ms).
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
         logger.info(
             "confero listening on %s:%d, applications %s, %s fan-out",
             self.settings.host,
@@ -122,15 +119,26 @@ class Server:
         }
 
 
+def tune_garbage_collector() -> None:
+    """Everything made during start-up lives as long as the process: keep it out of every future
+    collection, and collect less often so that fewer short-lived objects reach the old generation,
+    whose full collections stalled the event loop while peers joined (see BENCHMARKS.md)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM, then shut down cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    aiortc_hooks.check_versions()
+    aiortc_hooks.install_ice_patches()
     server = Server(settings)
     try:
         await server.start()
+        tune_garbage_collector()
         if ready is not None:
             ready.set()
         await stop.wait()

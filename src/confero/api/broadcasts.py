@@ -7,8 +7,8 @@ from aiohttp import web
 
 from confero.api.schemas import BroadcastIn, Result, apply_broadcast, broadcast_from_record, encoder
 from confero.domain.application import Application
-from confero.domain.records import StreamRecord
 from confero.errors import BadRequest, NotFound
+from confero.store import StreamRecord
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -42,7 +42,7 @@ async def create(request: web.Request, app: Application) -> web.Response:
     assert isinstance(body, BroadcastIn)
     record = apply_broadcast(StreamRecord(stream_id=body.streamId.strip()), body)
     try:
-        record = await app.create_stream(record)
+        record = await app.streams.create(record)
     except BadRequest:
         raise BadRequest("Stream id is not valid.") from None
     return json_response(broadcast_from_record(record))
@@ -50,31 +50,31 @@ async def create(request: web.Request, app: Application) -> web.Response:
 
 async def get(request: web.Request, app: Application) -> web.Response:
     stream_id = request.match_info["stream_id"]
-    record = await app.stream_record(stream_id)
+    record = await app.streams.record(stream_id)
     if record is None:
         raise NotFound(f"stream {stream_id} does not exist")
-    return json_response(broadcast_from_record(record, app.viewer_count(stream_id)))
+    return json_response(broadcast_from_record(record, app.streams.viewer_count(stream_id)))
 
 
 async def list_(request: web.Request, app: Application) -> web.Response:
-    records = await app.stream_records(int_param(request, "offset"), int_param(request, "size"))
-    return json_response([broadcast_from_record(r, app.viewer_count(r.stream_id)) for r in records])
+    records = await app.streams.records(int_param(request, "offset"), int_param(request, "size"))
+    return json_response([broadcast_from_record(r, app.streams.viewer_count(r.stream_id)) for r in records])
 
 
 async def update(request: web.Request, app: Application) -> web.Response:
     stream_id = request.match_info["stream_id"]
     body = await read_body(request, BroadcastIn)
     assert isinstance(body, BroadcastIn)
-    record = await app.stream_record(stream_id)
+    record = await app.streams.record(stream_id)
     if record is None:
         raise NotFound(f"stream {stream_id} does not exist")
-    await app.save_stream_record(apply_broadcast(record, body))
+    await app.streams.save(apply_broadcast(record, body))
     return json_response(Result(True, dataId=stream_id))
 
 
 async def delete(request: web.Request, app: Application) -> web.Response:
     stream_id = request.match_info["stream_id"]
-    if not await app.delete_stream(stream_id):
+    if not await app.streams.delete(stream_id):
         raise NotFound(f"stream {stream_id} does not exist")
     return json_response(Result(True, dataId=stream_id))
 
@@ -93,5 +93,5 @@ async def send_data(request: web.Request, app: Application) -> web.Response:
         data: str | bytes = body.decode("utf-8")
     except UnicodeDecodeError:
         data = body
-    count = await app.send_stream_data(stream_id, data)
+    count = await app.send_data(stream_id, data)
     return json_response(Result(True, message=f"delivered to {count} data channels", dataId=stream_id))

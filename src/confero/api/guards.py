@@ -5,10 +5,12 @@ The WebSocket endpoint and the pages are public; only REST paths are guarded.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from confero.domain.application import Application
 from confero.errors import ConferoError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -24,16 +26,18 @@ def rest_application(path: str) -> str | None:
     return None
 
 
-def rest_guard(applications: dict, error_response: Callable[[int, str], web.Response]) -> Callable[..., object]:
+def rest_guard(
+    applications: Mapping[str, Application], refusal_response: Callable[[ConferoError], web.Response]
+) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         name = rest_application(request.path)
         app = applications.get(name) if name is not None else None
         if app is not None:
             try:
-                app.check_rest_access(request.remote or "", request.headers.get("Authorization", ""))
+                app.access.check_rest_access(request.remote or "", request.headers.get("Authorization", ""))
             except ConferoError as exc:
-                return error_response(exc.status, exc.message)
+                return refusal_response(exc)
         return await handler(request)
 
     return guard

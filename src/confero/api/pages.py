@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import mimetypes
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 SDK = "webrtc_adaptor.js"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _EXPORT = re.compile(r"^export\s+(?=(class|function|const|let|async)\b)", re.M)
 _EXPORT_LIST = re.compile(r"^export\s*\{[^}]*\};?\s*$", re.M)
 
@@ -36,7 +38,7 @@ def _resolve(relative: str) -> Path | None:
     return path
 
 
-def page_handler(applications: dict) -> object:
+def page_handler(applications: Mapping[str, object]) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         if request.match_info["app"] not in applications:
             raise web.HTTPNotFound(text=f"no application {request.match_info['app']!r}")
@@ -64,7 +66,7 @@ def page_handler(applications: dict) -> object:
     return handler
 
 
-def add_page_routes(router: web.UrlDispatcher, applications: dict) -> None:
+def add_page_routes(router: web.UrlDispatcher, applications: Mapping[str, object]) -> None:
     handler = page_handler(applications)
     router.add_get("/{app}", _redirect)
     router.add_get("/{app}/", handler)

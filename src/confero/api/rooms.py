@@ -24,44 +24,44 @@ async def room_body(request: web.Request) -> ConferenceRoom:
 
 async def create(request: web.Request, app: Application) -> web.Response:
     body = await room_body(request)
-    record = await app.create_room(record_from_room(body))
+    record = await app.rooms.create(record_from_room(body))
     return json_response(room_from_record(record))
 
 
 async def get(request: web.Request, app: Application) -> web.Response:
     room_id = request.match_info["room_id"]
-    record = await app.room_record(room_id)
+    record = await app.rooms.record(room_id)
     if record is None:
         raise NotFound(f"room {room_id} does not exist")
     return json_response(room_from_record(record))
 
 
 async def list_(request: web.Request, app: Application) -> web.Response:
-    records = await app.room_records(int_param(request, "offset"), int_param(request, "size"))
+    records = await app.rooms.records(int_param(request, "offset"), int_param(request, "size"))
     return json_response([room_from_record(r) for r in records])
 
 
 async def update(request: web.Request, app: Application) -> web.Response:
     body = await room_body(request)
-    record = await app.update_room(request.match_info["room_id"], body.startDate, body.endDate, body.mode)
+    record = await app.rooms.update(request.match_info["room_id"], body.startDate, body.endDate, body.mode)
     return json_response(room_from_record(record))
 
 
 async def delete(request: web.Request, app: Application) -> web.Response:
     room_id = request.match_info["room_id"]
-    if not await app.delete_room(room_id):
+    if not await app.rooms.delete(room_id):
         raise NotFound(f"room {room_id} does not exist")
     return json_response(Result(True, dataId=room_id))
 
 
 async def room_info(request: web.Request, app: Application) -> web.Response:
     room_id = request.match_info["room_id"]
-    record = await app.room_record(room_id)
-    streams = app.room_streams(room_id, exclude=request.query.get(STREAM_ID_QUERY, ""))
+    record = await app.rooms.record(room_id)
+    streams = app.rooms.summaries(room_id, exclude=request.query.get(STREAM_ID_QUERY, ""))
     return json_response(
         RoomInfo(
             roomId=room_id,
-            streamDetailsMap={s["stream_id"]: s["stream_name"] for s in streams} if record else None,
+            streamDetailsMap={s.stream_id: s.name for s in streams} if record else None,
             startDate=record.start_date if record else 0,
             endDate=record.end_date if record else 0,
         )
@@ -74,13 +74,13 @@ def _stream_id(request: web.Request) -> str:
 
 async def add_stream(request: web.Request, app: Application) -> web.Response:
     room_id = request.match_info["room_id"]
-    if not await app.set_room_stream(room_id, _stream_id(request), present=True):
+    if not await app.rooms.set_stream(room_id, _stream_id(request), present=True):
         raise NotFound(f"room {room_id} does not exist")
     return json_response(Result(True, dataId=room_id))
 
 
 async def remove_stream(request: web.Request, app: Application) -> web.Response:
     room_id = request.match_info["room_id"]
-    if not await app.set_room_stream(room_id, _stream_id(request), present=False):
+    if not await app.rooms.set_stream(room_id, _stream_id(request), present=False):
         raise NotFound(f"room {room_id} does not exist")
     return json_response(Result(True, dataId=room_id))

@@ -1,4 +1,4 @@
-"""The REST route table, and the one place where errors become REST replies."""
+"""The REST route table, and the one place where refusals become REST replies."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from confero import errors
 from confero.api import applications, broadcasts, rooms, tokens
 from confero.api.schemas import Result, encoder
 from confero.domain.application import Application
@@ -16,6 +17,26 @@ logger = logging.getLogger(__name__)
 
 AppHandler = Callable[[web.Request, Application], Awaitable[web.StreamResponse]]
 APPLICATIONS = web.AppKey("applications", dict)
+
+
+#: Refusal type -> HTTP status; the first match in this order wins (subclasses first).
+STATUSES: tuple[tuple[type[ConferoError], int], ...] = (
+    (errors.BadRequest, 400),
+    (errors.NotFound, 404),
+    (errors.InUse, 409),
+    (errors.RoomNotActive, 403),
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
+    (errors.ShuttingDown, 503),
+)
+
+
+def status_of(exc: ConferoError) -> int:
+    return next((status for type_, status in STATUSES if isinstance(exc, type_)), 500)
+
+
+def refusal_response(exc: ConferoError) -> web.Response:
+    return error_response(status_of(exc), exc.message or type(exc).__name__)
 
 
 def error_response(status: int, message: str) -> web.Response:
@@ -33,7 +54,7 @@ def bind(handler: AppHandler) -> Callable[[web.Request], Awaitable[web.StreamRes
             return await handler(request, app)
         except ConferoError as exc:
             logger.info("%s %s refused: %s", request.method, request.path, exc)
-            return error_response(exc.status, exc.message or exc.definition)
+            return refusal_response(exc)
         except Exception:
             logger.exception("%s %s failed", request.method, request.path)
             return error_response(500, "internal error, see the server log")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from confero.domain.records import RoomRecord, StreamRecord, TokenRecord
+from confero.store import RoomRecord, StreamRecord, TokenRecord
 
 #: Query parameter naming a stream (room-info, deprecated add/delete).
 STREAM_ID_QUERY = "streamId"

@@ -26,12 +26,12 @@ def _query(request: web.Request) -> tuple[str, str, int, str]:
 
 async def issue(request: web.Request, app: Application) -> web.Response:
     stream_id, type_, expire, room = _query(request)
-    return json_response(token_from_record(await app.issue_token(stream_id, type_, expire, room)))
+    return json_response(token_from_record(await app.access.issue_token(stream_id, type_, expire, room)))
 
 
 async def issue_jwt(request: web.Request, app: Application) -> web.Response:
     stream_id, type_, expire, room = _query(request)
-    return json_response(token_from_record(app.issue_jwt(stream_id, type_, expire, room)))
+    return json_response(token_from_record(app.access.issue_jwt(stream_id, type_, expire, room)))
 
 
 async def validate(request: web.Request, app: Application) -> web.Response:
@@ -45,12 +45,12 @@ async def validate(request: web.Request, app: Application) -> web.Response:
 
 async def revoke(request: web.Request, app: Application) -> web.Response:
     stream_id = request.match_info["stream_id"]
-    count = await app.revoke_tokens(stream_id)
+    count = await app.access.revoke_tokens(stream_id)
     return json_response(Result(True, message=f"{count} tokens revoked", dataId=stream_id))
 
 
 async def list_(request: web.Request, app: Application) -> web.Response:
-    records = await app.list_tokens(
+    records = await app.access.list_tokens(
         request.match_info["stream_id"], int_param(request, "offset"), int_param(request, "size")
     )
     return json_response([token_from_record(r) for r in records])

@@ -1,13 +1,12 @@
-"""What the domain tells a client session: plain frozen dataclasses, no wire format.
+"""What the domain tells one client: plain frozen dataclasses, no wire format.
 
-The session that owns a Listener turns each event into its protocol message
-(`signaling/handlers.py`), in its own task, so the domain never writes to a socket.
+The client's sink (the transport's session) turns each event into its protocol message
+(`signaling/wire.py`) and queues it, so the domain never writes to a socket.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -53,13 +52,18 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Failure:
-    """An asynchronous failure (a peer that never connected, a room whose window ended)."""
+class ConnectTimeout:
+    """The peer of this publish or play did not connect in time; it is being closed."""
 
     stream_id: str
-    definition: str
-    information: str = ""
-    room: str = ""
+
+
+@dataclass(frozen=True)
+class RoomWindowEnded:
+    """The window of a room this client is a member of has ended; the client is removed."""
+
+    stream_id: str
+    room: str
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,8 @@ Event = (
     | Offer
     | Answer
     | Candidate
-    | Failure
+    | ConnectTimeout
+    | RoomWindowEnded
     | StreamJoined
     | StreamLeft
     | LeftRoom
@@ -150,13 +155,3 @@ Event = (
     | Relay
     | DataTooLarge
 )
-
-
-class Listener(Protocol):
-    """A client session as the domain sees it."""
-
-    @property
-    def remote(self) -> str: ...
-
-    def deliver(self, event: Event) -> None:
-        """Queue `event` for the client; never blocks, never raises."""

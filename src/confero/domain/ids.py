@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 import secrets
 
-from confero.errors import BadRequest
+from confero.errors import InvalidStreamId, MissingStreamId
 
 _VALID = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
 
 
 def check_stream_id(value: str) -> str:
     if not value:
-        raise BadRequest("streamId is missing", definition="noStreamNameSpecified")
+        raise MissingStreamId("streamId is missing")
     if not _VALID.match(value):
-        raise BadRequest(f"invalid stream id {value!r}", definition="invalidStreamName")
+        raise InvalidStreamId(f"invalid stream id {value!r}")
     return value
 
 

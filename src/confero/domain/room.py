@@ -1,10 +1,11 @@
-"""Room: a conference room, its members, its validity window and its room-wide players.
+"""Room: a conference room, its members, the streams published in it, and its room plays.
 
 A member is a client that joined with one stream id (the id it publishes with). Members hear
-`streamJoined` / `streamLeaved` when another member's stream starts or ends; room players
-(the multitrack flow's single peer connection) are renegotiated at the same moments. A room
-lives in memory while it has members or players; its record (window, stream list) lives in
-the store.
+`streamJoined` / `streamLeaved` when another member's stream starts or ends; room plays (the
+multitrack flow's single peer connection) are renegotiated at the same moments. A room lives in
+memory while it has members or players; its record (window, stream list) lives in the store.
+Closing runs downwards: members leave (their streams and plays end), room plays close, then the
+owner is told.
 """
 
 from __future__ import annotations
@@ -12,27 +13,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from confero.domain import events
-from confero.domain.events import Listener
-from confero.domain.records import RoomRecord
-
-if TYPE_CHECKING:
-    from confero.domain.application import Application
-    from confero.domain.stream import RoomPlayback, Stream
+from confero.domain import events, observer
+from confero.domain.context import Context
+from confero.domain.results import StreamSummary
+from confero.domain.stream import Party, Player, Stream
+from confero.store import RoomRecord
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DURATION = 3600
 
 
+class RoomClient(Party, Protocol):
+    """A client as a room sees it: it keeps an index of the rooms it is a member of."""
+
+    def joined_room(self, room_id: str, stream_id: str) -> None: ...
+
+    def left_room(self, room_id: str, stream_id: str) -> None: ...
+
+
 @dataclass
 class Member:
     """One participant: the client, the stream id it publishes with, and how it introduced itself."""
 
-    listener: Listener
+    client: RoomClient
     stream_id: str
     name: str = ""
     metadata: str = ""
@@ -41,20 +49,26 @@ class Member:
     joined_at: float = field(default_factory=time.time)
 
 
-class Room:
-    """Membership and notifications of one conference room."""
+RoomClosedHook = Callable[["Room", str], None]
 
-    def __init__(self, app: Application, record: RoomRecord) -> None:
-        self.app = app
+
+class Room:
+    """Membership, streams and notifications of one conference room."""
+
+    def __init__(self, ctx: Context, record: RoomRecord, *, on_closed: RoomClosedHook) -> None:
+        self.ctx = ctx
         self.room_id = record.room_id
         self.record = record
         self.members: dict[str, Member] = {}
+        self.streams: dict[str, Stream] = {}  # streams published in this room, live or preparing
         self.playbacks: set[RoomPlayback] = set()
         self._expiry: asyncio.TimerHandle | None = None
+        self._on_closed = on_closed
+        self.closing = False
         self.closed = False
         self.arm_expiry()
 
-    # -- window ----------------------------------------------------------------------------
+    # -- window ---------------------------------------------------------------------------------
 
     def is_open(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -64,116 +78,213 @@ class Room:
         """(Re)arm the timer that removes members when the window ends."""
         if self._expiry is not None:
             self._expiry.cancel()
-            self._expiry = None
         delay = max(0.0, self.record.end_date - time.time())
         self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
 
     def _expired(self) -> None:
         self._expiry = None
-        if self.closed:
-            return
-        logger.info("room %s: window ended", self.room_id)
-        task = asyncio.get_running_loop().create_task(self.close("room_not_active_or_expired"))
-        self.app.track_task(task)
+        if not self.closing:
+            logger.info("room %s: window ended", self.room_id)
+            self.ctx.tasks.spawn(self.close("expired"))
 
-    # -- membership ------------------------------------------------------------------------
+    # -- streams ---------------------------------------------------------------------------------
+
+    def add_stream(self, stream: Stream) -> None:
+        """A stream will publish in this room (it is live once its publication connects)."""
+        self.streams[stream.stream_id] = stream
+        stream.room_data = self.deliver_data
 
     def live_streams(self) -> list[Stream]:
-        """Streams of this room that are being published (started), oldest first."""
-        out = []
-        for stream in self.app.streams.values():
-            publication = stream.publication
-            if stream.room == self.room_id and publication is not None and publication.started and not stream.closed:
-                out.append(stream)
-        return sorted(out, key=lambda s: s.started_at)
+        """Streams of this room that are being published, oldest first."""
+        return sorted((s for s in self.streams.values() if s.started), key=lambda s: s.started_at)
 
-    def stream_details(self, exclude: str = "") -> list[dict[str, str]]:
-        details = []
+    def summaries(self, exclude: str = "") -> tuple[StreamSummary, ...]:
+        out = []
         for stream in self.live_streams():
             if stream.stream_id == exclude:
                 continue
             member = self.members.get(stream.stream_id)
-            details.append(
-                {
-                    "stream_id": stream.stream_id,
-                    "stream_name": (member.name if member else "") or stream.name,
-                    "meta_data": member.metadata if member else stream.metadata,
-                }
+            out.append(
+                StreamSummary(
+                    stream.stream_id,
+                    (member.name if member else "") or stream.name,
+                    member.metadata if member else stream.metadata,
+                )
             )
-        return details
-
-    def join(self, member: Member) -> None:
-        self.members[member.stream_id] = member
-
-    async def leave(self, stream_id: str, reason: str = "leave") -> Member | None:
-        """Remove a member: its stream and its plays in this room stop."""
-        member = self.members.pop(stream_id, None)
-        if member is None:
-            return None
-        stream = self.app.streams.get(stream_id)
-        if stream is not None and stream.room == self.room_id and stream.publication is not None:
-            if stream.publication.listener is member.listener:
-                await stream.publication.close(reason)
-        for playback in [p for p in self.playbacks if p.listener is member.listener]:
-            await playback.close(reason)
-        for other in self.live_streams():
-            for playback in [p for p in other.playbacks if p.listener is member.listener]:
-                await playback.close(reason)
-        await self.app.room_maybe_idle(self)
-        return member
-
-    # -- events from streams ---------------------------------------------------------------
+        return tuple(out)
 
     async def stream_started(self, stream: Stream) -> None:
         for member in list(self.members.values()):
             if member.stream_id != stream.stream_id:
-                member.listener.deliver(events.StreamJoined(stream.stream_id, self.room_id))
+                member.client.deliver(events.StreamJoined(stream.stream_id, self.room_id))
         if stream.stream_id not in self.record.room_stream_list:
             self.record.room_stream_list.append(stream.stream_id)
-            await self.app.store.save_room(self.app.name, self.record)
+            await self._persist()
         await self.refresh_playbacks()
 
-    async def stream_finished(self, stream: Stream) -> None:
+    async def stream_ended(self, stream: Stream) -> None:
+        if self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
         for member in list(self.members.values()):
             if member.stream_id != stream.stream_id:
-                member.listener.deliver(events.StreamLeft(stream.stream_id, self.room_id))
+                member.client.deliver(events.StreamLeft(stream.stream_id, self.room_id))
         if stream.stream_id in self.record.room_stream_list:
             self.record.room_stream_list.remove(stream.stream_id)
-            await self.app.store.save_room(self.app.name, self.record)
+            await self._persist()
         await self.refresh_playbacks()
-
-    def deliver_data(self, data: str | bytes, *, exclude_listener: Listener | None = None) -> int:
-        """Send `data` on every room play of this room, except those of `exclude_listener`."""
-        return sum(1 for p in list(self.playbacks) if p.listener is not exclude_listener and p.send_data(data))
 
     async def refresh_playbacks(self) -> None:
         await asyncio.gather(*(p.refresh() for p in list(self.playbacks)), return_exceptions=True)
 
-    # -- lifecycle -------------------------------------------------------------------------
+    def deliver_data(self, data: str | bytes, exclude_client: str = "") -> int:
+        """Send `data` on every room play of this room, except those of `exclude_client`."""
+        return sum(1 for p in list(self.playbacks) if p.client.client_id != exclude_client and p.send_data(data))
+
+    async def _persist(self) -> None:
+        await self.ctx.store.save_room(self.ctx.app, self.record)
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def join(self, member: Member) -> None:
+        self.members[member.stream_id] = member
+        member.client.joined_room(self.room_id, member.stream_id)
+        self.ctx.observers.emit(
+            observer.MemberJoined(self.ctx.app, self.room_id, member.stream_id, member.client.client_id)
+        )
+
+    def add_player(self, client: RoomClient, excluded: set[str]) -> RoomPlayback:
+        playback = RoomPlayback(self, client, excluded)
+        self.playbacks.add(playback)
+        return playback
+
+    async def leave(self, stream_id: str, reason: str = "leave") -> Member | None:
+        """Remove a member: its stream in this room and its plays of this room's streams end."""
+        member = self.members.pop(stream_id, None)
+        if member is None:
+            return None
+        member.client.left_room(self.room_id, stream_id)
+        client_id = member.client.client_id
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.publication is not None and stream.publication.client.client_id == client_id:
+            await stream.close(reason)
+        for playback in [p for p in self.playbacks if p.client.client_id == client_id]:
+            await playback.close(reason)
+        for other in self.live_streams():
+            for play in [p for p in other.playbacks if p.client.client_id == client_id]:
+                await play.close(reason)
+        self.ctx.observers.emit(observer.MemberLeft(self.ctx.app, self.room_id, stream_id, client_id, reason))
+        await self.maybe_idle()
+        return member
+
+    async def maybe_idle(self) -> None:
+        if not self.closing and not self.members and not self.playbacks:
+            await self.close("idle")
+
+    # -- lifecycle -------------------------------------------------------------------------------
 
     async def close(self, reason: str = "closed") -> None:
-        """Idempotent: every member is told and removed, room players end, the room leaves memory."""
-        if self.closed:
+        """Idempotent: every member is told and removed, room plays end, the owner is told."""
+        if self.closing:
             return
-        self.closed = True
+        self.closing = True
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         for member in list(self.members.values()):
-            if reason == "room_not_active_or_expired":
-                member.listener.deliver(
-                    events.Failure(member.stream_id, reason, f"room {self.room_id} is not active", room=self.room_id)
-                )
+            if reason == "expired":
+                member.client.deliver(events.RoomWindowEnded(member.stream_id, self.room_id))
             await self.leave(member.stream_id, reason)
-            member.listener.deliver(events.LeftRoom(self.room_id, member.stream_id))
+            member.client.deliver(events.LeftRoom(self.room_id, member.stream_id))
         for playback in list(self.playbacks):
             await playback.close(reason)
-        self.app.room_closed(self)
+        self.closed = True
+        self._on_closed(self, reason)
 
-    def dump(self) -> dict[str, Any]:
+    def dump(self) -> dict[str, object]:
         return {
             "room_id": self.room_id,
             "members": sorted(self.members),
+            "streams": sorted(self.streams),
             "playbacks": len(self.playbacks),
             "window": [self.record.start_date, self.record.end_date],
         }
+
+
+class RoomPlayback(Player):
+    """One client playing a whole room on one peer connection (the multitrack flow).
+
+    Its subscriber carries every live member stream except the excluded ones (the client's
+    own). When streams start or end in the room it renegotiates: new m-lines for newcomers,
+    inactive ones for those who left, and a fresh `idMapping` each time.
+    """
+
+    room_play = True
+
+    def __init__(self, room: Room, client: RoomClient, excluded: set[str]) -> None:
+        super().__init__(room.ctx, client, room.room_id)
+        self.room = room
+        self.excluded = excluded
+        self.offers = 0
+        self._lock = asyncio.Lock()
+        self._dirty = False
+
+    def wanted(self) -> dict[str, Stream]:
+        return {s.stream_id: s for s in self.room.live_streams() if s.stream_id not in self.excluded and s.tracks()}
+
+    def track_ids(self) -> list[str]:
+        return list(self.wanted())
+
+    async def offer(self) -> None:
+        self._create_subscriber(f"{self.stream_id}/room-play")
+        await self._negotiate()
+
+    async def refresh(self) -> None:
+        await self._negotiate()
+
+    async def _negotiate(self) -> None:
+        async with self._lock:
+            subscriber = self.subscriber
+            if self.closed or subscriber is None or subscriber.closed:
+                return
+            if subscriber.negotiating:
+                self._dirty = True
+                return
+            wanted = self.wanted()
+            current = subscriber.labels()
+            removed = current - wanted.keys()
+            added = [stream_id for stream_id in wanted if stream_id not in current]
+            if self.offers and not removed and not added:
+                return
+            for label in removed:
+                subscriber.remove_source(label)
+            for stream_id in added:
+                for track in wanted[stream_id].tracks():
+                    subscriber.add_source(track.track_id, stream_id)
+            sdp = await subscriber.offer(data_channel=self._data_channel())
+            self.offers += 1
+            self.client.deliver(self._offer_event(sdp))
+            if self.offers == 1:
+                self._send_candidates()
+
+    async def accept_answer(self, sdp: str) -> None:
+        await super().accept_answer(sdp)
+        if self._dirty:
+            self._dirty = False
+            await self._negotiate()
+
+    def set_enabled(self, stream_id: str, enabled: bool) -> bool:
+        return self.subscriber is not None and self.subscriber.set_enabled(stream_id, enabled)
+
+    def relay(self, data: str | bytes) -> None:
+        # Sent on the room connection: the other members' room connections hear it.
+        self.room.deliver_data(data, self.client.client_id)
+
+    def _detach(self) -> None:
+        self.room.playbacks.discard(self)
+
+    async def _after_close(self, reason: str) -> None:
+        await super()._after_close(reason)
+        await self.room.maybe_idle()
+
+
+__all__ = ["DEFAULT_DURATION", "Member", "Room", "RoomClient", "RoomPlayback"]

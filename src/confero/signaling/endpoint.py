@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -16,8 +16,8 @@ MAX_MESSAGE = 1 << 20
 
 
 def websocket_handler(
-    applications: dict[str, Application], sessions: set[SignalingSession]
-) -> Callable[[web.Request], object]:
+    applications: Mapping[str, Application], sessions: set[SignalingSession]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         app = applications.get(request.match_info["app"])
         if app is None:

@@ -8,7 +8,7 @@ tagged structs so that the `command` field is always right.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -158,7 +158,8 @@ def decode(text: str | bytes) -> tuple[str, Command]:
     if not isinstance(raw, dict):
         raise DecodeFailure("invalid_json", "a message must be a JSON object")
     name = raw.get("command")
-    stream_id = raw.get("streamId") if isinstance(raw.get("streamId"), str) else ""
+    raw_id = raw.get("streamId")
+    stream_id = raw_id if isinstance(raw_id, str) else ""
     if not isinstance(name, str) or not name:
         raise DecodeFailure("missingParameter", "the message has no command", stream_id=stream_id)
     cls = COMMANDS.get(name)
@@ -267,22 +268,6 @@ class Error(Message, tag="error"):
     information: str = ""
     room: str = ""
     error_code: str = msgspec.field(default="", name="error_code")
-
-
-Outgoing = Union[
-    Pong,
-    Start,
-    TakeConfigurationOut,
-    TakeCandidateOut,
-    StopOut,
-    IceServerConfig,
-    StreamInformation,
-    Notification,
-    JoinedTheRoom,
-    RoomInformation,
-    TrackList,
-    Error,
-]
 
 
 class Raw:

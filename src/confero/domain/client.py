@@ -1,0 +1,281 @@
+"""Client: one signaling connection as the domain sees it, and the one owner of what it holds.
+
+A Client owns its legs (the publications and plays it started, by stream id) and knows the
+rooms it joined (an index the Room writes when the client joins or leaves) and its 1-1 calls
+(kept by PeerCalls). Each command is one method that makes the decision and returns a frozen
+value or raises; the transport only translates. Events for the client go to its `sink`.
+Closing the connection is leaving: every leg ends, calls and rooms are left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from confero.domain import events
+from confero.domain.access import Access
+from confero.domain.calls import PeerCalls
+from confero.domain.ids import check_stream_id, new_stream_id
+from confero.domain.results import JoinResult, StreamInfo, StreamSummary
+from confero.domain.room import Member, RoomPlayback
+from confero.domain.rooms import Rooms
+from confero.domain.stream import Leg, Player, Publication
+from confero.domain.streams import Streams
+from confero.errors import AlreadyPlaying, AlreadyPublishing, InUse, NoPeer, NoRoomGiven, NotFound, OutOfOrder
+from confero.media.types import MediaError
+
+logger = logging.getLogger(__name__)
+
+TRACK_PREFIXES = ("ARDAMSv", "ARDAMSa")  # see stream.track_id
+
+
+class Sink(Protocol):
+    """Where a client's events go (the transport's session)."""
+
+    def deliver(self, event: events.Event) -> None:
+        """Queue `event` for the client; never blocks, never raises."""
+
+
+class Client:
+    """One connection's publications, plays, rooms and calls."""
+
+    def __init__(
+        self,
+        client_id: str,
+        remote: str,
+        sink: Sink,
+        *,
+        streams: Streams,
+        rooms: Rooms,
+        calls: PeerCalls,
+        access: Access,
+        on_closed: Callable[[Client], None] | None = None,
+    ) -> None:
+        self._client_id = client_id
+        self.remote = remote
+        self.sink = sink
+        self.streams = streams
+        self.rooms = rooms
+        self.calls = calls
+        self.access = access
+        self.legs: dict[str, Leg] = {}
+        self.memberships: dict[str, str] = {}  # room id -> the stream id this client joined it with
+        self._on_closed = on_closed
+        self.closed = False
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    # -- what the domain tells this client -------------------------------------------------------
+
+    def deliver(self, event: events.Event) -> None:
+        self.sink.deliver(event)
+
+    def leg_closed(self, leg: Leg) -> None:
+        if self.legs.get(leg.stream_id) is leg:
+            del self.legs[leg.stream_id]
+
+    def joined_room(self, room_id: str, stream_id: str) -> None:
+        self.memberships[room_id] = stream_id
+
+    def left_room(self, room_id: str, stream_id: str) -> None:
+        if self.memberships.get(room_id) == stream_id:
+            del self.memberships[room_id]
+
+    def room_of(self, stream_id: str) -> str:
+        """The room this client joined with `stream_id`, if any (the legacy conference publish)."""
+        return next((room for room, sid in self.memberships.items() if sid == stream_id), "")
+
+    # -- publish and play ------------------------------------------------------------------------
+
+    def _refuse_if_in_use(self, stream_id: str) -> None:
+        """One connection publishes or plays an id at most once at a time."""
+        leg = self.legs.get(stream_id)
+        if isinstance(leg, Publication):
+            raise AlreadyPublishing(f"{stream_id} is already in use on this connection")
+        if leg is not None:
+            raise AlreadyPlaying(f"{stream_id} is already in use on this connection")
+
+    async def publish(
+        self, stream_id: str, *, name: str = "", room: str = "", metadata: str = "", token: str | None = None
+    ) -> None:
+        """Publish `stream_id`; `room` is the multitrack flow's main track, else the room joined with it."""
+        self._refuse_if_in_use(stream_id)
+        room = room or self.room_of(stream_id)
+        publication = await self.streams.publish(
+            self, self.remote, stream_id, name=name, room=room, metadata=metadata, token=token
+        )
+        self.legs[stream_id] = publication
+
+    async def play(
+        self,
+        stream_id: str,
+        *,
+        room: str = "",
+        track_list: list[str] | None = None,
+        own_stream_id: str = "",
+        token: str | None = None,
+    ) -> None:
+        self._refuse_if_in_use(stream_id)
+        leg = await self.streams.play(
+            self,
+            stream_id,
+            room=room,
+            track_list=track_list,
+            own_stream_id=own_stream_id or self.memberships.get(stream_id, ""),
+            token=token,
+        )
+        if not leg.closed:
+            self.legs[stream_id] = leg
+
+    async def configure(self, stream_id: str, type_: str, sdp: str) -> None:
+        """The client's offer (to publish) or answer (to play); a failure ends the leg."""
+        if type_ not in ("offer", "answer") or not sdp:
+            raise OutOfOrder("takeConfiguration needs type offer/answer and an sdp")
+        leg = self.legs.get(stream_id)
+        if type_ == "offer" and isinstance(leg, Publication):
+            step = leg.accept_offer(sdp)
+        elif type_ == "answer" and isinstance(leg, Player):
+            step = leg.accept_answer(sdp)
+        else:
+            raise OutOfOrder(f"no {'publish' if type_ == 'offer' else 'play'} of {stream_id} on this connection")
+        try:
+            await step
+        except (MediaError, OutOfOrder):
+            self.legs.pop(stream_id, None)
+            await leg.end("error")
+            raise
+
+    async def add_candidate(self, stream_id: str, candidate: str, mid: str | None, index: int | None) -> None:
+        leg = self.legs.get(stream_id)
+        if leg is None:
+            raise NoPeer(f"no publish or play of {stream_id}")
+        await leg.add_candidate(candidate, mid, index)
+
+    async def stop(self, stream_id: str) -> None:
+        leg = self.legs.pop(stream_id, None)
+        if leg is None:
+            logger.debug("stop for %s, which this connection does not have", stream_id)
+            return
+        await leg.end("stop")
+
+    def stream_info(self, stream_id: str) -> StreamInfo:
+        return self.streams.info(stream_id)
+
+    # -- rooms -----------------------------------------------------------------------------------
+
+    async def join_room(
+        self, room_id: str, stream_id: str = "", *, name: str = "", metadata: str = "", role: str = "", mode: str = ""
+    ) -> JoinResult:
+        if room_id in self.memberships:
+            await self._leave_room(room_id, self.memberships[room_id])
+        room = await self.rooms.open(room_id)
+        stream_id = stream_id or new_stream_id()
+        check_stream_id(stream_id)
+        existing = room.members.get(stream_id)
+        if existing is not None and existing.client.client_id != self.client_id:
+            raise InUse(f"{stream_id} is already a member of {room_id}")
+        live = self.streams.live.get(stream_id)
+        if live is not None and live.publication is not None and live.publication.client.client_id != self.client_id:
+            raise InUse(f"stream {stream_id} is already publishing")
+        room.join(Member(self, stream_id, name=name, metadata=metadata, role=role, mode=mode))
+        return JoinResult(room.room_id, stream_id, room.summaries(exclude=stream_id))
+
+    async def leave_room(self, room_id: str, stream_id: str = "") -> str:
+        """Leave `room_id`; returns the stream id this client was a member with."""
+        if not room_id:
+            raise NoRoomGiven("no room given")
+        stream_id = self.memberships.get(room_id, "") or stream_id
+        await self._leave_room(room_id, stream_id)
+        return stream_id
+
+    async def _leave_room(self, room_id: str, stream_id: str = "") -> None:
+        room = self.rooms.get(room_id)
+        self.memberships.pop(room_id, None)
+        if room is None:
+            return
+        mine = [m.stream_id for m in room.members.values() if m.client.client_id == self.client_id]
+        for sid in [stream_id] if stream_id else mine:
+            member = room.members.get(sid)
+            if member is not None and member.client.client_id == self.client_id:
+                await room.leave(sid)
+        for playback in [p for p in room.playbacks if p.client.client_id == self.client_id]:
+            await playback.close("leave")
+
+    def room_info(self, room_id: str, exclude: str = "") -> tuple[StreamSummary, ...]:
+        if not room_id:
+            raise NoRoomGiven("no room given")
+        return self.rooms.summaries(room_id, exclude)
+
+    def _room_play(self, stream_id: str) -> RoomPlayback:
+        leg = self.legs.get(stream_id)
+        if not isinstance(leg, RoomPlayback):
+            raise NotFound(f"no room play of {stream_id} on this connection")
+        return leg
+
+    def enable_track(self, stream_id: str, track: str, enabled: bool) -> None:
+        label = track
+        for prefix in TRACK_PREFIXES:
+            if label.startswith(prefix):
+                label = label[len(prefix) :]
+        if not self._room_play(stream_id).set_enabled(label, enabled):
+            raise NotFound(f"no track {track} in this play")
+
+    def track_list(self, stream_id: str) -> list[str]:
+        leg = self.legs.get(stream_id)
+        if isinstance(leg, RoomPlayback):
+            return leg.track_ids()
+        return [s.stream_id for s in self.rooms.summaries(stream_id)]
+
+    # -- 1-1 calls -------------------------------------------------------------------------------
+
+    async def join_call(self, call_id: str, token: str | None = None) -> None:
+        check_stream_id(call_id)
+        grant = await self.access.authorize_call(token, call_id)
+        await self.access.consume(grant)
+        self.calls.join(self, call_id)
+
+    def leave_call(self, call_id: str) -> None:
+        if not self.calls.leave(self, call_id):
+            raise NoPeer(f"not in call {call_id}")
+
+    def relays(self, stream_id: str) -> bool:
+        """Whether a command for `stream_id` goes to this client's 1-1 partner rather than to a leg."""
+        return stream_id not in self.legs and self.calls.member_of(self.client_id, stream_id)
+
+    def relay(self, call_id: str, frame: str) -> None:
+        """Pass a command's frame unchanged to the partner in 1-1 call `call_id`."""
+        self.calls.relay(self, call_id, frame)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Idempotent: end every leg, leave every call and room."""
+        if self.closed:
+            return
+        self.closed = True
+        legs = list(self.legs.values())
+        self.legs.clear()
+        await asyncio.gather(*(leg.end("disconnect") for leg in legs), return_exceptions=True)
+        self.calls.leave_all(self)
+        for room_id, stream_id in list(self.memberships.items()):
+            try:
+                await self._leave_room(room_id, stream_id)
+            except Exception:
+                logger.exception("%s: leaving room %s failed", self.remote, room_id)
+        self.memberships.clear()
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    def dump(self) -> dict[str, object]:
+        return {
+            "client_id": self.client_id,
+            "remote": self.remote,
+            "legs": sorted(self.legs),
+            "rooms": dict(self.memberships),
+            "calls": sorted(self.calls.of(self.client_id)),
+            "closed": self.closed,
+        }
