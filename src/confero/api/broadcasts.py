@@ -7,7 +7,7 @@ from aiohttp import web
 
 from confero.api.schemas import BroadcastIn, Result, apply_broadcast, broadcast_from_record, encoder
 from confero.domain.application import Application
-from confero.errors import BadRequest, NotFound
+from confero.errors import BadRequest, InvalidStreamId, MissingStreamId, NotFound
 from confero.store import StreamRecord
 
 
@@ -43,7 +43,7 @@ async def create(request: web.Request, app: Application) -> web.Response:
     record = apply_broadcast(StreamRecord(stream_id=body.streamId.strip()), body)
     try:
         record = await app.streams.create(record)
-    except BadRequest:
+    except (InvalidStreamId, MissingStreamId):
         raise BadRequest("Stream id is not valid.") from None
     return json_response(broadcast_from_record(record))
 
