@@ -263,10 +263,77 @@ async def test_flush_and_close_idempotent(factory: Factory) -> None:
     s = factory()
     await s.save_stream(APP, stream("a"))
     await s.flush()
+    await s.flush()
+    await asyncio.gather(s.close(), s.close())
     await s.close()
-    await s.close()
+    await s.flush()  # nothing left to write: a no-op, not an error
     with pytest.raises(RuntimeError, match="closed"):
         await s.get_stream(APP, "a")
+    with pytest.raises(RuntimeError, match="closed"):
+        await s.save_stream(APP, stream("b"))
+    with pytest.raises(RuntimeError, match="closed"):
+        await s.dump()
+
+
+# -- order and snapshots (the same on both backends) ----------------------
+
+
+async def test_read_after_write_sees_it(store: Store) -> None:
+    await store.save_stream(APP, stream("s", name="one"))
+    got = await store.get_stream(APP, "s")
+    assert got is not None and got.name == "one"
+    await store.save_stream(APP, stream("s", name="two"))
+    await store.save_stream(APP, stream("s", name="three"))
+    got = await store.get_stream(APP, "s")
+    assert got is not None and got.name == "three"
+
+    await store.save_stream(APP, stream("gone"))
+    assert await store.delete_stream(APP, "gone") is True
+    assert await store.get_stream(APP, "gone") is None
+
+    await store.save_room(APP, RoomRecord("r"))
+    assert await store.delete_room(APP, "r") is True
+    assert await store.get_room(APP, "r") is None
+
+    await store.save_token(APP, TokenRecord("t", "s", 10, "play"))
+    assert await store.consume_token(APP, "t") is True
+    await store.save_token(APP, TokenRecord("t", "s", 10, "play"))  # saved again after its use
+    assert await store.get_token(APP, "t") is not None
+
+
+async def test_effects_follow_call_order_not_await_order(store: Store) -> None:
+    before = store.get_stream(APP, "s")  # called before the save: answers as of then
+    await store.save_stream(APP, stream("s"))
+    after = store.get_stream(APP, "s")
+    deleted = store.delete_stream(APP, "s")
+    gone = store.get_stream(APP, "s")
+    assert await gone is None
+    assert await deleted is True
+    assert await after is not None
+    assert await before is None
+
+    saved, got, listed = await asyncio.gather(
+        store.save_room(APP, RoomRecord("r", room_stream_list=["a"])),
+        store.get_room(APP, "r"),
+        store.list_rooms(APP, 0, 10),
+    )
+    assert saved is None and got == RoomRecord("r", room_stream_list=["a"]) and listed == [got]
+
+
+async def test_save_snapshots_the_record_at_call_time(store: Store) -> None:
+    rec = stream("s", name="as-saved", sub_track_stream_ids=["x"])
+    pending = store.save_stream(APP, rec)  # not awaited yet
+    rec.name = "mutated"
+    rec.sub_track_stream_ids.append("y")
+    await pending
+    got = await store.get_stream(APP, "s")
+    assert got is not None and got.name == "as-saved" and got.sub_track_stream_ids == ["x"]
+
+    room = RoomRecord("r", room_stream_list=["a"])
+    await store.save_room(APP, room)
+    room.room_stream_list.append("b")  # the domain's live record, mutated after each save
+    got_room = await store.get_room(APP, "r")
+    assert got_room is not None and got_room.room_stream_list == ["a"]
 
 
 # -- SqliteStore specifics -----------------------------------------------
