@@ -65,18 +65,18 @@ async def test_stream_crud(store: Store) -> None:
     await store.save_stream(APP, rec)
     got = await store.get_stream(APP, "s1")
     assert got == rec
-    assert await store.count_streams(APP) == 1
+    assert len(await store.list_streams(APP, 0, 10)) == 1
 
     rec.name = "renamed"
     await store.save_stream(APP, rec)  # replace, not duplicate
     got = await store.get_stream(APP, "s1")
     assert got is not None and got.name == "renamed"
-    assert await store.count_streams(APP) == 1
+    assert len(await store.list_streams(APP, 0, 10)) == 1
 
     assert await store.delete_stream(APP, "s1") is True
     assert await store.delete_stream(APP, "s1") is False
     assert await store.get_stream(APP, "s1") is None
-    assert await store.count_streams(APP) == 0
+    assert await store.list_streams(APP, 0, 10) == []
 
 
 async def test_stream_defaults_roundtrip(store: Store) -> None:
@@ -101,7 +101,7 @@ async def test_app_namespacing(store: Store) -> None:
 
     assert await store.delete_stream(OTHER, "same") is True
     assert await store.get_stream(APP, "same") is not None
-    assert await store.count_streams(OTHER) == 0
+    assert await store.list_streams(OTHER, 0, 10) == []
     assert await store.list_streams("nope", 0, 10) == []
 
 
@@ -251,22 +251,89 @@ async def test_delete_tokens_for_stream(store: Store) -> None:
 
 
 async def test_dump_counts(store: Store) -> None:
-    assert await store.dump() == {"streams": 0, "rooms": 0, "tokens": 0}
+    assert await store.dump() == {"streams": 0, "rooms": 0, "tokens": 0, "failed_writes": 0}
     await store.save_stream(APP, stream("a"))
     await store.save_stream(OTHER, stream("a"))
     await store.save_room(APP, RoomRecord("r"))
     await store.save_token(APP, TokenRecord("t", "a", 1, "play"))
-    assert await store.dump() == {"streams": 2, "rooms": 1, "tokens": 1}
+    assert await store.dump() == {"streams": 2, "rooms": 1, "tokens": 1, "failed_writes": 0}
 
 
 async def test_flush_and_close_idempotent(factory: Factory) -> None:
     s = factory()
     await s.save_stream(APP, stream("a"))
     await s.flush()
+    await s.flush()
+    await asyncio.gather(s.close(), s.close())
     await s.close()
-    await s.close()
-    with pytest.raises(Exception):
+    await s.flush()  # nothing left to write: a no-op, not an error
+    with pytest.raises(RuntimeError, match="closed"):
         await s.get_stream(APP, "a")
+    with pytest.raises(RuntimeError, match="closed"):
+        await s.save_stream(APP, stream("b"))
+    with pytest.raises(RuntimeError, match="closed"):
+        await s.dump()
+
+
+# -- order and snapshots (the same on both backends) ----------------------
+
+
+async def test_read_after_write_sees_it(store: Store) -> None:
+    await store.save_stream(APP, stream("s", name="one"))
+    got = await store.get_stream(APP, "s")
+    assert got is not None and got.name == "one"
+    await store.save_stream(APP, stream("s", name="two"))
+    await store.save_stream(APP, stream("s", name="three"))
+    got = await store.get_stream(APP, "s")
+    assert got is not None and got.name == "three"
+
+    await store.save_stream(APP, stream("gone"))
+    assert await store.delete_stream(APP, "gone") is True
+    assert await store.get_stream(APP, "gone") is None
+
+    await store.save_room(APP, RoomRecord("r"))
+    assert await store.delete_room(APP, "r") is True
+    assert await store.get_room(APP, "r") is None
+
+    await store.save_token(APP, TokenRecord("t", "s", 10, "play"))
+    assert await store.consume_token(APP, "t") is True
+    await store.save_token(APP, TokenRecord("t", "s", 10, "play"))  # saved again after its use
+    assert await store.get_token(APP, "t") is not None
+
+
+async def test_effects_follow_call_order_not_await_order(store: Store) -> None:
+    before = store.get_stream(APP, "s")  # called before the save: answers as of then
+    await store.save_stream(APP, stream("s"))
+    after = store.get_stream(APP, "s")
+    deleted = store.delete_stream(APP, "s")
+    gone = store.get_stream(APP, "s")
+    assert await gone is None
+    assert await deleted is True
+    assert await after is not None
+    assert await before is None
+
+    saved, got, listed = await asyncio.gather(
+        store.save_room(APP, RoomRecord("r", room_stream_list=["a"])),
+        store.get_room(APP, "r"),
+        store.list_rooms(APP, 0, 10),
+    )
+    assert saved is None and got == RoomRecord("r", room_stream_list=["a"]) and listed == [got]
+
+
+async def test_save_snapshots_the_record_at_call_time(store: Store) -> None:
+    rec = stream("s", name="as-saved", sub_track_stream_ids=["x"])
+    pending = store.save_stream(APP, rec)  # not awaited yet
+    rec.name = "mutated"
+    rec.sub_track_stream_ids.append("y")
+    await pending
+    got = await store.get_stream(APP, "s")
+    assert got is not None and got.name == "as-saved" and got.sub_track_stream_ids == ["x"]
+
+    room = RoomRecord("r", room_stream_list=["a"])
+    await store.save_room(APP, room)
+    room.room_stream_list.append("b")  # the domain's live record, mutated after each save
+    got_room = await store.get_room(APP, "r")
+    assert got_room is not None and got_room.room_stream_list == ["a"]
 
 
 # -- SqliteStore specifics -----------------------------------------------
@@ -289,7 +356,7 @@ async def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
         assert await s2.get_stream(APP, "s1") == srec
         assert await s2.get_room(APP, "r1") == room
         assert await s2.get_token(APP, "t1") == tok
-        assert await s2.dump() == {"streams": 1, "rooms": 1, "tokens": 1}
+        assert await s2.dump() == {"streams": 1, "rooms": 1, "tokens": 1, "failed_writes": 0}
         assert await s2.mark_all_finished() == 1  # startup crash recovery
     finally:
         await s2.close()
@@ -354,6 +421,6 @@ async def test_sqlite_usable_from_threads(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "t.db")
     try:
         await asyncio.gather(*(asyncio.to_thread(asyncio.run, s.save_stream(APP, stream(f"s{i}"))) for i in range(8)))
-        assert await s.count_streams(APP) == 8
+        assert len(await s.list_streams(APP, 0, 100)) == 8
     finally:
         await s.close()

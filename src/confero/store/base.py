@@ -96,6 +96,18 @@ class TokenRecord:
 class Store(Protocol):
     """Async storage interface. Returned records are copies: mutate, then save.
 
+    Order: every method takes effect in the order of the calls, not of the awaits. A method
+    snapshots its arguments and applies (or queues) its operation when it is called, and
+    returns a coroutine for the result. So a record handed to `save_*` may be mutated as soon
+    as the call returns, and a read sees every write called before it, even when the
+    coroutines are gathered or awaited later.
+
+    Writes without a result (`save_*`) are write-behind: a backend with a disk may return
+    before the row is written. A write that then fails is logged and counted in `dump()`;
+    nobody else hears of it. Writes with a result (`delete_*`, `consume_token`,
+    `mark_all_finished`) and reads wait for it. `flush()` waits until everything called
+    before it is on disk.
+
     List ordering: streams by (date, stream_id); rooms by (start_date, room_id);
     tokens by (expire_date, token_id). `offset < 0` counts as 0, `size <= 0`
     returns an empty list.
@@ -105,14 +117,12 @@ class Store(Protocol):
     async def get_stream(self, app: str, stream_id: str) -> StreamRecord | None: ...
 
     async def save_stream(self, app: str, rec: StreamRecord) -> None:
-        """Insert or replace."""
+        """Insert or replace (write-behind)."""
         ...
 
     async def delete_stream(self, app: str, stream_id: str) -> bool: ...
 
     async def list_streams(self, app: str, offset: int, size: int) -> list[StreamRecord]: ...
-
-    async def count_streams(self, app: str) -> int: ...
 
     async def mark_all_finished(self, app: str | None = None) -> int:
         """Set every broadcasting/preparing stream to finished (all apps if `app` is None).
@@ -145,12 +155,16 @@ class Store(Protocol):
         ...
 
     # -- lifecycle / debug ----------------------------------------------
-    async def flush(self) -> None: ...
+    async def flush(self) -> None:
+        """Wait until every write called before it is on disk. Does not raise for a write-behind
+        write that failed (see `dump()`). Idempotent; a no-op once the store is closed."""
+        ...
 
     async def close(self) -> None:
-        """Persist and release resources. Idempotent; other calls fail afterwards."""
+        """Flush, then release resources. Idempotent; calls other than `flush`/`close` fail afterwards."""
         ...
 
     async def dump(self) -> dict[str, int]:
-        """Row counts per table across all apps: {"streams": n, "rooms": n, "tokens": n}."""
+        """Row counts per table across all apps, and the write-behind writes that failed since
+        the store was opened: {"streams": n, "rooms": n, "tokens": n, "failed_writes": n}."""
         ...

@@ -1,13 +1,15 @@
 """In-memory `Store` backed by dicts, for unit tests and ephemeral servers.
 
-Records are deep-copied on the way in and out, so callers never alias stored state.
-Nothing awaits inside a method, so each call is atomic with respect to the event loop.
+Records are deep-copied on the way in and out, so callers never alias stored state. Like
+`SqliteStore`, every method does its work when called (a write is applied, a read is
+answered) and returns a coroutine for the result, so effects follow the order of the calls.
+Nothing waits: there is no disk, so no write fails and `flush()` has nothing to do.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from .base import LIVE_STATUSES, RoomRecord, StreamRecord, TokenRecord
@@ -15,6 +17,7 @@ from .base import LIVE_STATUSES, RoomRecord, StreamRecord, TokenRecord
 __all__ = ["MemoryStore"]
 
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 def _page(items: Iterable[_R], key: Callable[[_R], Any], offset: int, size: int) -> list[_R]:
@@ -22,6 +25,10 @@ def _page(items: Iterable[_R], key: Callable[[_R], Any], offset: int, size: int)
         return []
     offset = max(offset, 0)
     return [copy.deepcopy(r) for r in sorted(items, key=key)[offset : offset + size]]
+
+
+async def _ready(value: _T) -> _T:
+    return value
 
 
 class MemoryStore:
@@ -37,30 +44,36 @@ class MemoryStore:
         if self._closed:
             raise RuntimeError("store is closed")
 
+    def _get(self, table: dict[str, dict[str, _R]], app: str, key: str) -> Coroutine[Any, Any, _R | None]:
+        self._check()
+        rec = table.get(app, {}).get(key)
+        return _ready(copy.deepcopy(rec) if rec is not None else None)
+
+    def _put(self, table: dict[str, dict[str, _R]], app: str, key: str, rec: _R) -> Coroutine[Any, Any, None]:
+        self._check()
+        table.setdefault(app, {})[key] = copy.deepcopy(rec)
+        return _ready(None)
+
+    def _pop(self, table: dict[str, dict[str, _R]], app: str, key: str) -> Coroutine[Any, Any, bool]:
+        self._check()
+        return _ready(table.get(app, {}).pop(key, None) is not None)
+
     # -- streams ---------------------------------------------------------
-    async def get_stream(self, app: str, stream_id: str) -> StreamRecord | None:
-        self._check()
-        rec = self._streams.get(app, {}).get(stream_id)
-        return copy.deepcopy(rec) if rec is not None else None
+    def get_stream(self, app: str, stream_id: str) -> Coroutine[Any, Any, StreamRecord | None]:
+        return self._get(self._streams, app, stream_id)
 
-    async def save_stream(self, app: str, rec: StreamRecord) -> None:
-        self._check()
-        self._streams.setdefault(app, {})[rec.stream_id] = copy.deepcopy(rec)
+    def save_stream(self, app: str, rec: StreamRecord) -> Coroutine[Any, Any, None]:
+        return self._put(self._streams, app, rec.stream_id, rec)
 
-    async def delete_stream(self, app: str, stream_id: str) -> bool:
-        self._check()
-        return self._streams.get(app, {}).pop(stream_id, None) is not None
+    def delete_stream(self, app: str, stream_id: str) -> Coroutine[Any, Any, bool]:
+        return self._pop(self._streams, app, stream_id)
 
-    async def list_streams(self, app: str, offset: int, size: int) -> list[StreamRecord]:
+    def list_streams(self, app: str, offset: int, size: int) -> Coroutine[Any, Any, list[StreamRecord]]:
         self._check()
         items = self._streams.get(app, {}).values()
-        return _page(items, lambda r: (r.date, r.stream_id), offset, size)
+        return _ready(_page(items, lambda r: (r.date, r.stream_id), offset, size))
 
-    async def count_streams(self, app: str) -> int:
-        self._check()
-        return len(self._streams.get(app, {}))
-
-    async def mark_all_finished(self, app: str | None = None) -> int:
+    def mark_all_finished(self, app: str | None = None) -> Coroutine[Any, Any, int]:
         self._check()
         apps = [self._streams.get(app, {})] if app is not None else list(self._streams.values())
         changed = 0
@@ -69,68 +82,63 @@ class MemoryStore:
                 if rec.status in LIVE_STATUSES:
                     rec.status = "finished"
                     changed += 1
-        return changed
+        return _ready(changed)
 
     # -- rooms -----------------------------------------------------------
-    async def get_room(self, app: str, room_id: str) -> RoomRecord | None:
-        self._check()
-        rec = self._rooms.get(app, {}).get(room_id)
-        return copy.deepcopy(rec) if rec is not None else None
+    def get_room(self, app: str, room_id: str) -> Coroutine[Any, Any, RoomRecord | None]:
+        return self._get(self._rooms, app, room_id)
 
-    async def save_room(self, app: str, rec: RoomRecord) -> None:
-        self._check()
-        self._rooms.setdefault(app, {})[rec.room_id] = copy.deepcopy(rec)
+    def save_room(self, app: str, rec: RoomRecord) -> Coroutine[Any, Any, None]:
+        return self._put(self._rooms, app, rec.room_id, rec)
 
-    async def delete_room(self, app: str, room_id: str) -> bool:
-        self._check()
-        return self._rooms.get(app, {}).pop(room_id, None) is not None
+    def delete_room(self, app: str, room_id: str) -> Coroutine[Any, Any, bool]:
+        return self._pop(self._rooms, app, room_id)
 
-    async def list_rooms(self, app: str, offset: int, size: int) -> list[RoomRecord]:
+    def list_rooms(self, app: str, offset: int, size: int) -> Coroutine[Any, Any, list[RoomRecord]]:
         self._check()
         items = self._rooms.get(app, {}).values()
-        return _page(items, lambda r: (r.start_date, r.room_id), offset, size)
+        return _ready(_page(items, lambda r: (r.start_date, r.room_id), offset, size))
 
     # -- tokens ----------------------------------------------------------
-    async def save_token(self, app: str, rec: TokenRecord) -> None:
-        self._check()
-        self._tokens.setdefault(app, {})[rec.token_id] = copy.deepcopy(rec)
+    def save_token(self, app: str, rec: TokenRecord) -> Coroutine[Any, Any, None]:
+        return self._put(self._tokens, app, rec.token_id, rec)
 
-    async def get_token(self, app: str, token_id: str) -> TokenRecord | None:
-        self._check()
-        rec = self._tokens.get(app, {}).get(token_id)
-        return copy.deepcopy(rec) if rec is not None else None
+    def get_token(self, app: str, token_id: str) -> Coroutine[Any, Any, TokenRecord | None]:
+        return self._get(self._tokens, app, token_id)
 
-    async def delete_token(self, app: str, token_id: str) -> bool:
-        self._check()
-        return self._tokens.get(app, {}).pop(token_id, None) is not None
+    def delete_token(self, app: str, token_id: str) -> Coroutine[Any, Any, bool]:
+        return self._pop(self._tokens, app, token_id)
 
-    async def delete_tokens_for_stream(self, app: str, stream_id: str) -> int:
+    def delete_tokens_for_stream(self, app: str, stream_id: str) -> Coroutine[Any, Any, int]:
         self._check()
         tokens = self._tokens.get(app, {})
         doomed = [tid for tid, rec in tokens.items() if rec.stream_id == stream_id]
         for tid in doomed:
             del tokens[tid]
-        return len(doomed)
+        return _ready(len(doomed))
 
-    async def list_tokens(self, app: str, stream_id: str, offset: int, size: int) -> list[TokenRecord]:
+    def list_tokens(self, app: str, stream_id: str, offset: int, size: int) -> Coroutine[Any, Any, list[TokenRecord]]:
         self._check()
         items = (r for r in self._tokens.get(app, {}).values() if r.stream_id == stream_id)
-        return _page(items, lambda r: (r.expire_date, r.token_id), offset, size)
+        return _ready(_page(items, lambda r: (r.expire_date, r.token_id), offset, size))
 
-    async def consume_token(self, app: str, token_id: str) -> bool:
-        return await self.delete_token(app, token_id)
+    def consume_token(self, app: str, token_id: str) -> Coroutine[Any, Any, bool]:
+        return self._pop(self._tokens, app, token_id)
 
     # -- lifecycle / debug ----------------------------------------------
     async def flush(self) -> None:
-        self._check()
+        return None
 
     async def close(self) -> None:
         self._closed = True
 
-    async def dump(self) -> dict[str, int]:
+    def dump(self) -> Coroutine[Any, Any, dict[str, int]]:
         self._check()
-        return {
-            "streams": sum(len(d) for d in self._streams.values()),
-            "rooms": sum(len(d) for d in self._rooms.values()),
-            "tokens": sum(len(d) for d in self._tokens.values()),
-        }
+        return _ready(
+            {
+                "streams": sum(len(d) for d in self._streams.values()),
+                "rooms": sum(len(d) for d in self._rooms.values()),
+                "tokens": sum(len(d) for d in self._tokens.values()),
+                "failed_writes": 0,
+            }
+        )

@@ -1,9 +1,23 @@
 """SQLite-backed `Store`: durable streams, rooms and tokens in one local database file.
 
-Uses the stdlib `sqlite3` module with one WAL-mode connection in autocommit mode
-(every statement is its own transaction, so single-statement operations such as
-`consume_token` are atomic). Calls are short and run synchronously inside the
-async methods; a lock also makes the object safe to use from worker threads.
+All SQLite work runs on one worker thread owned by the store (a single-thread executor), so
+the event loop never waits for the disk, and statements run in the order of the calls. The
+worker owns the only connection (stdlib `sqlite3`, WAL mode, autocommit: every statement is
+its own transaction, so single-statement operations such as `consume_token` are atomic).
+`sqlite3`'s same-thread check stays on, so a use from any other thread would raise.
+
+Every method submits its job when called and returns a coroutine for the result:
+
+- `save_*` encode the record into a row at once (the caller may mutate it afterwards) and
+  return without waiting for the worker (write-behind). A write that fails on the worker is
+  logged once, with its key, and counted in `dump()["failed_writes"]`; the worker carries on.
+- reads, `delete_*`, `consume_token`, `mark_all_finished` and `dump` wait for their result.
+  The queue is FIFO, so they see every write called before them.
+- `flush()` waits for the queue, then checkpoints the WAL into the database file.
+  `close()` flushes, closes the connection and stops the thread.
+
+Only the constructor blocks its caller: it opens and migrates the database on the worker and
+waits, so that a bad or too-new database fails there, once, before anything is served.
 
 The schema evolves through `MIGRATIONS`: entry *i* upgrades `PRAGMA user_version`
 from *i* to *i + 1*. Append new entries; never edit shipped ones. Lists are stored
@@ -12,13 +26,13 @@ as JSON text. Rows that cannot be decoded are skipped and logged (once per table
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, TypeVar, get_type_hints
 
@@ -85,6 +99,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 class _Codec(Generic[_R]):
@@ -136,15 +151,29 @@ _TOKENS = _Codec("tokens", TokenRecord, "token_id", "expire_date, token_id")
 
 
 class SqliteStore:
-    """sqlite3 implementation of `confero.store.base.Store`."""
+    """sqlite3 implementation of `confero.store.base.Store` (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         if self.path != ":memory:" and not self.path.startswith("file:"):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        # Worker-thread state: only jobs running on the worker touch these three.
+        self._conn: sqlite3.Connection | None = None
         self._warned: set[str] = set()
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._failed_writes = 0
+        # Caller-side state.
+        self._closed = False
+        self._closing: Future[None] | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confero-store")
+        try:
+            self._worker.submit(self._open).result()
+        except BaseException:
+            self._worker.shutdown(wait=True)
+            raise
+
+    # -- worker-thread side ----------------------------------------------
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -153,7 +182,7 @@ class SqliteStore:
         except BaseException:
             conn.close()
             raise
-        self._conn: sqlite3.Connection | None = conn
+        self._conn = conn
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -172,12 +201,22 @@ class SqliteStore:
                 raise
             log.info("store schema migrated to version %d", target)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._conn is None:
-                raise RuntimeError("store is closed")
-            yield self._conn
+    def _run(self, job: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._conn is None:
+            raise RuntimeError("store is closed")
+        return job(self._conn)
+
+    def _run_write(self, what: str, job: Callable[[sqlite3.Connection], object]) -> None:
+        try:
+            self._run(job)
+        except Exception as exc:
+            self._failed_writes += 1
+            log.warning("store: %s failed: %s: %s", what, type(exc).__name__, exc)
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()  # the last connection's close checkpoints the WAL into the database
 
     def _decode_rows(self, codec: _Codec[_R], rows: list[Any]) -> list[_R]:
         out: list[_R] = []
@@ -191,116 +230,162 @@ class SqliteStore:
                 log.log(level, "skipping corrupt %s row %r: %s", codec.table, key, exc)
         return out
 
-    # -- generic helpers -------------------------------------------------
-    def _get(self, codec: _Codec[_R], app: str, key: str) -> _R | None:
-        with self._db() as db:
-            rows = db.execute(f"{codec.select} WHERE app = ? AND {codec.key} = ?", (app, key)).fetchall()
-        found = self._decode_rows(codec, rows)
-        return found[0] if found else None
+    def _dump(self, conn: sqlite3.Connection) -> dict[str, int]:
+        out = {
+            codec.table: int(conn.execute(f"SELECT COUNT(*) FROM {codec.table}").fetchone()[0])
+            for codec in (_STREAMS, _ROOMS, _TOKENS)
+        }
+        out["failed_writes"] = self._failed_writes
+        return out
 
-    def _save(self, codec: _Codec[_R], app: str, rec: _R) -> None:
-        with self._db() as db:
-            db.execute(codec.insert, codec.encode(app, rec))
+    # -- caller side -----------------------------------------------------
+    def _submit(self, job: Callable[[sqlite3.Connection], _T]) -> Future[_T]:
+        """Queue `job(connection)` on the worker, behind everything submitted before it."""
+        if self._closed:
+            raise RuntimeError("store is closed")
+        return self._worker.submit(self._run, job)
 
-    def _delete(self, codec: _Codec[_R], app: str, key: str) -> bool:
-        with self._db() as db:
-            sql = f"DELETE FROM {codec.table} WHERE app = ? AND {codec.key} = ?"
-            cur = db.execute(sql, (app, key))
-        return cur.rowcount > 0
+    def _call(self, job: Callable[[sqlite3.Connection], _T]) -> Coroutine[Any, Any, _T]:
+        """Queue `job` now; the returned coroutine waits for its result."""
+        return _result(self._submit(job))
 
-    def _list(self, codec: _Codec[_R], app: str, offset: int, size: int, where: str = "", *args: object) -> list[_R]:
+    def _write(self, what: str, job: Callable[[sqlite3.Connection], object]) -> Coroutine[Any, Any, None]:
+        """Queue a write-behind `job` now; the returned coroutine does not wait for it."""
+        if self._closed:
+            raise RuntimeError("store is closed")
+        self._worker.submit(self._run_write, what, job)
+        return _done()
+
+    def _save(self, codec: _Codec[_R], app: str, rec: _R) -> Coroutine[Any, Any, None]:
+        what = f"save {codec.table} {app}/{getattr(rec, codec.key, None)!r}"
+        try:
+            row = codec.encode(app, rec)  # the snapshot: the caller may mutate rec from here on
+        except Exception as exc:
+            error = exc  # counted and logged on the worker, in order, like any failed write
+
+            def job(conn: sqlite3.Connection) -> None:
+                raise error
+
+        else:
+
+            def job(conn: sqlite3.Connection) -> None:
+                conn.execute(codec.insert, row)
+
+        return self._write(what, job)
+
+    def _get(self, codec: _Codec[_R], app: str, key: str) -> Coroutine[Any, Any, _R | None]:
+        sql = f"{codec.select} WHERE app = ? AND {codec.key} = ?"
+
+        def job(conn: sqlite3.Connection) -> _R | None:
+            found = self._decode_rows(codec, conn.execute(sql, (app, key)).fetchall())
+            return found[0] if found else None
+
+        return self._call(job)
+
+    def _delete(self, table: str, column: str, app: str, key: str) -> Coroutine[Any, Any, int]:
+        sql = f"DELETE FROM {table} WHERE app = ? AND {column} = ?"
+        return self._call(lambda conn: conn.execute(sql, (app, key)).rowcount)
+
+    def _list(
+        self, codec: _Codec[_R], app: str, offset: int, size: int, where: str = "", *args: object
+    ) -> Coroutine[Any, Any, list[_R]]:
+        if self._closed:
+            raise RuntimeError("store is closed")
         if size <= 0:
-            return []
+            return _ready([])
         sql = f"{codec.select} WHERE app = ? {where} ORDER BY {codec.order} LIMIT ? OFFSET ?"
-        with self._db() as db:
-            rows = db.execute(sql, (app, *args, size, max(offset, 0))).fetchall()
-        return self._decode_rows(codec, rows)
+        params = (app, *args, size, max(offset, 0))
+        return self._call(lambda conn: self._decode_rows(codec, conn.execute(sql, params).fetchall()))
 
     # -- streams ---------------------------------------------------------
-    async def get_stream(self, app: str, stream_id: str) -> StreamRecord | None:
+    def get_stream(self, app: str, stream_id: str) -> Coroutine[Any, Any, StreamRecord | None]:
         return self._get(_STREAMS, app, stream_id)
 
-    async def save_stream(self, app: str, rec: StreamRecord) -> None:
-        self._save(_STREAMS, app, rec)
+    def save_stream(self, app: str, rec: StreamRecord) -> Coroutine[Any, Any, None]:
+        return self._save(_STREAMS, app, rec)
 
-    async def delete_stream(self, app: str, stream_id: str) -> bool:
-        return self._delete(_STREAMS, app, stream_id)
+    def delete_stream(self, app: str, stream_id: str) -> Coroutine[Any, Any, bool]:
+        return _existed(self._delete("streams", "stream_id", app, stream_id))
 
-    async def list_streams(self, app: str, offset: int, size: int) -> list[StreamRecord]:
+    def list_streams(self, app: str, offset: int, size: int) -> Coroutine[Any, Any, list[StreamRecord]]:
         return self._list(_STREAMS, app, offset, size)
 
-    async def count_streams(self, app: str) -> int:
-        with self._db() as db:
-            row = db.execute("SELECT COUNT(*) FROM streams WHERE app = ?", (app,)).fetchone()
-        return int(row[0])
-
-    async def mark_all_finished(self, app: str | None = None) -> int:
+    def mark_all_finished(self, app: str | None = None) -> Coroutine[Any, Any, int]:
         marks = ", ".join("?" for _ in LIVE_STATUSES)
         sql = f"UPDATE streams SET status = 'finished' WHERE status IN ({marks})"
         params: tuple[object, ...] = LIVE_STATUSES
         if app is not None:
             sql += " AND app = ?"
             params = (*params, app)
-        with self._db() as db:
-            cur = db.execute(sql, params)
-        return cur.rowcount
+        return self._call(lambda conn: conn.execute(sql, params).rowcount)
 
     # -- rooms -----------------------------------------------------------
-    async def get_room(self, app: str, room_id: str) -> RoomRecord | None:
+    def get_room(self, app: str, room_id: str) -> Coroutine[Any, Any, RoomRecord | None]:
         return self._get(_ROOMS, app, room_id)
 
-    async def save_room(self, app: str, rec: RoomRecord) -> None:
-        self._save(_ROOMS, app, rec)
+    def save_room(self, app: str, rec: RoomRecord) -> Coroutine[Any, Any, None]:
+        return self._save(_ROOMS, app, rec)
 
-    async def delete_room(self, app: str, room_id: str) -> bool:
-        return self._delete(_ROOMS, app, room_id)
+    def delete_room(self, app: str, room_id: str) -> Coroutine[Any, Any, bool]:
+        return _existed(self._delete("rooms", "room_id", app, room_id))
 
-    async def list_rooms(self, app: str, offset: int, size: int) -> list[RoomRecord]:
+    def list_rooms(self, app: str, offset: int, size: int) -> Coroutine[Any, Any, list[RoomRecord]]:
         return self._list(_ROOMS, app, offset, size)
 
     # -- tokens ----------------------------------------------------------
-    async def save_token(self, app: str, rec: TokenRecord) -> None:
-        self._save(_TOKENS, app, rec)
+    def save_token(self, app: str, rec: TokenRecord) -> Coroutine[Any, Any, None]:
+        return self._save(_TOKENS, app, rec)
 
-    async def get_token(self, app: str, token_id: str) -> TokenRecord | None:
+    def get_token(self, app: str, token_id: str) -> Coroutine[Any, Any, TokenRecord | None]:
         return self._get(_TOKENS, app, token_id)
 
-    async def delete_token(self, app: str, token_id: str) -> bool:
-        return self._delete(_TOKENS, app, token_id)
+    def delete_token(self, app: str, token_id: str) -> Coroutine[Any, Any, bool]:
+        return _existed(self._delete("tokens", "token_id", app, token_id))
 
-    async def delete_tokens_for_stream(self, app: str, stream_id: str) -> int:
-        with self._db() as db:
-            cur = db.execute("DELETE FROM tokens WHERE app = ? AND stream_id = ?", (app, stream_id))
-        return cur.rowcount
+    def delete_tokens_for_stream(self, app: str, stream_id: str) -> Coroutine[Any, Any, int]:
+        return self._delete("tokens", "stream_id", app, stream_id)
 
-    async def list_tokens(self, app: str, stream_id: str, offset: int, size: int) -> list[TokenRecord]:
+    def list_tokens(self, app: str, stream_id: str, offset: int, size: int) -> Coroutine[Any, Any, list[TokenRecord]]:
         return self._list(_TOKENS, app, offset, size, "AND stream_id = ?", stream_id)
 
-    async def consume_token(self, app: str, token_id: str) -> bool:
+    def consume_token(self, app: str, token_id: str) -> Coroutine[Any, Any, bool]:
         # A single DELETE is atomic: exactly one caller sees rowcount == 1.
-        return self._delete(_TOKENS, app, token_id)
+        return _existed(self._delete("tokens", "token_id", app, token_id))
 
     # -- lifecycle / debug ----------------------------------------------
     async def flush(self) -> None:
-        with self._db() as db:
-            if db.in_transaction:
-                db.commit()
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if self._closed:
+            if self._closing is not None:
+                await _result(self._closing)
+            return
+        await self._call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
 
     async def close(self) -> None:
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                if conn.in_transaction:
-                    conn.commit()
-            finally:
-                conn.close()
+        if self._closing is None:
+            self._closed = True
+            # Behind every queued job: those run first, so close() persists them.
+            self._closing = self._worker.submit(self._close_conn)
+            self._worker.shutdown(wait=False)  # refuse new jobs; the thread ends after this one
+        await _result(self._closing)
+        self._worker.shutdown(wait=True)  # joins the thread, which has nothing left to run
 
-    async def dump(self) -> dict[str, int]:
-        with self._db() as db:
-            return {
-                codec.table: int(db.execute(f"SELECT COUNT(*) FROM {codec.table}").fetchone()[0])
-                for codec in (_STREAMS, _ROOMS, _TOKENS)
-            }
+    def dump(self) -> Coroutine[Any, Any, dict[str, int]]:
+        return self._call(self._dump)
+
+
+async def _result(fut: Future[_T]) -> _T:
+    """Wait for a worker job. Cancelling the waiter does not cancel the job: once called, an
+    operation runs, in its place in the queue."""
+    return await asyncio.shield(asyncio.wrap_future(fut))
+
+
+async def _existed(rowcount: Coroutine[Any, Any, int]) -> bool:
+    return await rowcount > 0
+
+
+async def _done() -> None:
+    return None
+
+
+async def _ready(value: _T) -> _T:
+    return value
