@@ -180,6 +180,8 @@ class Peer:
     # -- SDP -----------------------------------------------------------------------------
 
     async def _set_remote(self, sdp: str, kind: str) -> None:
+        if not sdp.lstrip().startswith("v=0"):  # aiortc's parser takes anything, even no SDP at all
+            raise SdpError(f"the {kind} is not an SDP description", side="remote")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         except Exception as exc:  # aiortc raises ValueError, InvalidStateError, and others
@@ -187,6 +189,9 @@ class Peer:
         self._remote_set = True
         pending, self._pending_candidates = self._pending_candidates, []
         for candidate in pending:
+            if not self._has_mline(candidate.sdpMid, candidate.sdpMLineIndex):
+                self.candidates_failed += 1
+                continue
             try:
                 await self.pc.addIceCandidate(candidate)
             except Exception as exc:  # it parsed when it arrived; the description decides now
@@ -248,10 +253,25 @@ class Peer:
             if len(self._pending_candidates) < MAX_PENDING_CANDIDATES:
                 self._pending_candidates.append(parsed)
             return
+        if not self._has_mline(mid, index):
+            raise BadCandidate(f"the candidate's m-line (mid {mid}, index {index}) is not in the session")
         try:
             await self.pc.addIceCandidate(parsed)
         except Exception as exc:
             raise BadCandidate(f"the candidate could not be added: {exc}") from exc
+
+    def _has_mline(self, mid: str | None, index: int | None) -> bool:
+        """The remote description has an m-line with this mid, or this index (as aiortc matches)."""
+        description: RTCSessionDescription | None = self.pc.remoteDescription
+        if description is None:
+            return False
+        mids: list[str | None] = []
+        for line in description.sdp.splitlines():
+            if line.startswith("m="):
+                mids.append(None)
+            elif line.startswith("a=mid:") and mids:
+                mids[-1] = line[6:].strip()
+        return (mid is not None and mid in mids) or (index is not None and 0 <= index < len(mids))
 
     def dump(self) -> dict[str, Any]:
         return {

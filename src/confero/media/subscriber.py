@@ -61,6 +61,19 @@ def codec_preferences(uptrack: UpTrack) -> list[RTCRtpCodecCapability]:
     return chosen
 
 
+def rejected_mids(sdp: str) -> set[str]:
+    """Mids of the m-lines an answer rejected (port 0)."""
+    rejected: set[str] = set()
+    port = ""
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            parts = line.split()
+            port = parts[1] if len(parts) > 1 else ""
+        elif line.startswith("a=mid:") and port == "0":
+            rejected.add(line[6:].strip())
+    return rejected
+
+
 @dataclass
 class Slot:
     """One offered m-line: its transceiver, the UpTrack it carries and the caller's label."""
@@ -186,6 +199,7 @@ class Subscriber(Peer):
         if not self.negotiating:
             raise SdpError("no offer is waiting for an answer")
         await self._set_remote(answer_sdp, "answer")
+        rejected = rejected_mids(answer_sdp)
         refused = []
         for slot in self._slots:
             transceiver, uptrack = slot.transceiver, slot.uptrack
@@ -193,7 +207,12 @@ class Subscriber(Peer):
                 continue
             agreed = negotiated(transceiver)
             codec = agreed.codec
-            if codec is None or codec.payloadType is None or codec.mimeType.lower() != uptrack.codec.mimeType.lower():
+            if (
+                transceiver.mid in rejected  # what a browser answers for a codec it lacks
+                or codec is None
+                or codec.payloadType is None
+                or codec.mimeType.lower() != uptrack.codec.mimeType.lower()
+            ):
                 refused.append(uptrack.codec.mimeType)
                 continue
             ssrc, rtx_ssrc = sender_ssrcs(transceiver.sender)
