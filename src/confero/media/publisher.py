@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 RR_INTERVAL = 1.0
 
+# Bound once: CPython 3.11 calls a method of an imported name (`U32.unpack_from(...)`) through
+# a bound-method object made on each call; the hot path must not allocate.
+_unpack_u32 = U32.unpack_from
+
 
 class Publisher(Peer):
     """Ingest side of one published stream (at most one audio and one video track)."""
@@ -155,7 +159,7 @@ class Publisher(Peer):
         if len(data) < 12:
             self.unknown_packets += 1
             return
-        route = self._routes.get(U32.unpack_from(data, 8)[0])
+        route = self._routes.get(_unpack_u32(data, 8)[0])
         if route is None:
             route = self._learn(data)
             if route is None:
