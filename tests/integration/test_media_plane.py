@@ -523,6 +523,16 @@ async def test_a_player_that_refuses_the_publishers_codec(router: Router) -> Non
         await counter.wait_frames(0, 10)  # the audio it took is forwarded regardless
         assert [t["kind"] for t in dump_of(router, "subscribers", "h264/play")["tracks"]] == ["audio"]
         assert server_track(router, "h264", "video")["downtracks"] == 0
+        # the refused source keeps its m-line and label: adding it again offers nothing new, and
+        # the next answer does not fail on it again
+        assert subscriber.labels() == {"cam"}
+        for track in pub.publisher.tracks():
+            subscriber.add_source(track.track_id, "cam")
+        await player.renegotiate(reject_video)
+        assert [(s.kind, s.label) for s in subscriber.slots()] == [("video", "cam"), ("audio", "cam")]
+        assert [s["refused"] for s in dump_of(router, "subscribers", "h264/play")["slots"]] == [True, False]
+        audio = counter.audio_frames
+        await counter.wait_frames(0, audio + 10)
     finally:
         await player.close()
         await pub.close()

@@ -96,6 +96,10 @@ class Peer:
     def closed(self) -> bool:
         return self._closed
 
+    def closed_meanwhile(self) -> bool:
+        """`closed`, read again after an await (a type checker keeps what it saw before one)."""
+        return self._closed
+
     def _connection_state_changed(self) -> None:
         state = self.pc.connectionState
         if state == "connected" and not self._connected and not self._closed:

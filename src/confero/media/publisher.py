@@ -95,6 +95,8 @@ class Publisher(Peer):
             raise SdpError("this publisher already has an offer")
         self._offered = True
         await self._set_remote(offer_sdp, "offer")
+        if self.closed_meanwhile():
+            raise SdpError("the publisher closed while answering", side="local")
         for transceiver in self.pc.getTransceivers():
             never_decode(transceiver.receiver)
             kind = transceiver.kind
@@ -146,7 +148,8 @@ class Publisher(Peer):
         except Exception as exc:
             raise SdpError(f"no answer could be made: {exc}", side="local") from exc
         await self._set_local(answer)
-        if self.closed:  # closed while the answer was made: its tracks never go live
+        if self.closed_meanwhile():  # closed while the answer was made: its tracks never go live
+            self._close_children()  # what was made after close() released the rest
             raise SdpError("the publisher closed while answering", side="local")
         for uptrack in self.uptracks:
             self._registry.add(uptrack)

@@ -83,6 +83,7 @@ class Slot:
     label: str
     active: bool = True
     downtrack: DownTrack | None = None
+    refused: bool = False  # the player's answer refused its codec
 
 
 class Subscriber(Peer):
@@ -113,9 +114,11 @@ class Subscriber(Peer):
     # -- sources ---------------------------------------------------------------------------
 
     def add_source(self, track_id: str, label: str) -> None:
-        """Forward a live published track under `label`, from the next offer. Raises UnknownTrack."""
+        """Forward a live published track under `label`, from the next offer (once, however often
+        it is added). Raises UnknownTrack."""
         uptrack = self._registry.get(track_id)
-        if all(u is not uptrack or lab != label for u, lab in self._sources):
+        offered = any(s.uptrack is uptrack and s.label == label and s.active for s in self._slots)
+        if not offered and (uptrack, label) not in self._sources:
             self._sources.append((uptrack, label))
 
     def remove_source(self, label: str) -> bool:
@@ -203,7 +206,7 @@ class Subscriber(Peer):
         refused = []
         for slot in self._slots:
             transceiver, uptrack = slot.transceiver, slot.uptrack
-            if not slot.active or slot.downtrack is not None:
+            if not slot.active or slot.refused or slot.downtrack is not None:
                 continue
             agreed = negotiated(transceiver)
             codec = agreed.codec
@@ -213,6 +216,7 @@ class Subscriber(Peer):
                 or codec.payloadType is None
                 or codec.mimeType.lower() != uptrack.codec.mimeType.lower()
             ):
+                slot.refused = True  # it keeps its m-line and label; later answers skip it
                 refused.append(uptrack.codec.mimeType)
                 continue
             ssrc, rtx_ssrc = sender_ssrcs(transceiver.sender)
@@ -305,6 +309,7 @@ class Subscriber(Peer):
                 "label": s.label,
                 "trackId": s.uptrack.track_id,
                 "active": s.active,
+                "refused": s.refused,
             }
             for s in self._slots
         ]
