@@ -94,15 +94,18 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 async def _get_component_candidates(
-    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+    self: aioice.ice.Connection,
+    component: int,
+    addresses: list[str],
+    timeout: int = 5,  # noqa: ASYNC109  (aioice's signature: the method this replaces)
 ) -> list[Candidate]:
     policy = _policy.get()
     if policy is None:
         return await _original_get_component_candidates(self, component, addresses, timeout)
     if policy.port_range is None:
-        candidates = await _original_get_component_candidates(self, component, addresses, timeout)
+        gathered: list[Candidate] = await _original_get_component_candidates(self, component, addresses, timeout)
         _size_buffers(self, policy.socket_buffer)
-        return candidates
+        return gathered
     low, high = policy.port_range
     loop = asyncio.get_running_loop()
     candidates: list[Candidate] = []
@@ -217,7 +220,7 @@ def srtp_function(session: pylibsrtp.Session, name: str) -> Callable[[bytes], by
         rc = function(srtp, cdata, length)
         if rc:
             raise error(errors[rc] if rc < len(errors) else f"srtp error {rc}")
-        return buffer[0 : length[0]]
+        return buffer[0 : length[0]]  # type: ignore[no-any-return]  # cffi's buffer slices are bytes
 
     process.session = session  # type: ignore[attr-defined]  # keeps the buffers alive
     return process
@@ -271,8 +274,8 @@ class TransportTap:
       them. Before the pair is nominated they come through aiortc's DTLS loop; afterwards
       straight from the socket callback.
     * `on_rtcp(bytes)` sees every decrypted RTCP compound packet before aiortc handles it.
-    * `send_rtp(bytes)` / `send_rtcp(bytes)` protect and send without awaiting; they drop
-      silently until DTLS is connected (`ready`).
+    * `send_rtcp(bytes)` protects and sends without awaiting; it drops silently until DTLS is
+      connected (`ready`). RTP leaves through the fan-out engine's Output (`rtp_output`).
     """
 
     def __init__(
@@ -373,14 +376,6 @@ class TransportTap:
         protocol.datagram_received = datagram_received
         self._protocol = protocol
 
-    def send_rtp(self, packet: bytes) -> None:
-        if self._sendto is None:
-            return
-        try:
-            self._sendto(self._protect(packet), self._addr)  # type: ignore[misc]
-        except (pylibsrtp.Error, OSError, AttributeError, RuntimeError):
-            self.send_errors += 1
-
     def send_rtcp(self, packet: bytes) -> None:
         if self._sendto is None:
             return
@@ -463,7 +458,7 @@ def negotiated(transceiver: RTCRtpTransceiver) -> Negotiated:
 
 def payload_types(transceiver: RTCRtpTransceiver) -> dict[int, RTCRtpCodecParameters]:
     """Negotiated codecs by payload type, in the remote's order of preference."""
-    return {c.payloadType: c for c in transceiver._codecs}
+    return {c.payloadType: c for c in transceiver._codecs if c.payloadType is not None}
 
 
 def restrict_codecs(transceiver: RTCRtpTransceiver, keep: Iterable[int]) -> None:

@@ -1,16 +1,16 @@
 """DownTrack: one forwarded copy of an UpTrack to one Subscriber.
 
 It is the control side of one copy: when it starts (the subscriber's transport is up), stops,
-follows a source change, answers NACKs and reports its clock for sender reports. The per-copy
-state and the hot path (header rewrite, retransmission ring, SRTP protect, `sendto`) live in a
-`Copy` of the fan-out engine (`media/fanout.py`: compiled or pure Python), which the UpTrack
-drives for every packet.
+restarts, answers NACKs and reports its clock for sender reports. The per-copy state and the
+hot path (header rewrite, retransmission ring, SRTP protect, `sendto`) live in a `Copy` of the
+fan-out engine (`media/fanout.py`: compiled or pure Python), which the UpTrack drives for every
+packet. Whether a copy waits for a keyframe is the UpTrack's to count: a DownTrack changes that
+state only through its UpTrack (`attach`, `detach`, `set_enabled`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from confero.media.fanout import RING_SIZE  # noqa: F401  (re-exported for tests and docs)
@@ -32,8 +32,6 @@ class DownTrack:
         rtx_ssrc: int | None,
         rtx_payload_type: int | None,
         extension: bytes,
-        on_started: Callable[[DownTrack], None] | None = None,
-        on_source_closed: Callable[[DownTrack], None] | None = None,
     ) -> None:
         self.uptrack = uptrack
         self.kind = uptrack.kind
@@ -42,10 +40,8 @@ class DownTrack:
         self.payload_type = payload_type
         self.rtx_ssrc = rtx_ssrc
         self.rtx_payload_type = rtx_payload_type
-        self._on_started = on_started
-        self._on_source_closed = on_source_closed
         self.attached = False
-        self.keyframe_requests = 0
+        self.keyframe_requests = 0  # the player's PLIs and FIRs for this copy
         rtx = rtx_payload_type is not None and rtx_ssrc is not None
         self.copy: Any = uptrack.engine.Copy(
             ssrc,
@@ -69,10 +65,6 @@ class DownTrack:
     def enabled(self) -> bool:
         return bool(self.copy.enabled)
 
-    @enabled.setter
-    def enabled(self, value: bool) -> None:
-        self.copy.enabled = bool(value)
-
     @property
     def packets(self) -> int:
         return int(self.copy.packets)
@@ -94,7 +86,7 @@ class DownTrack:
     def start(self, output: Any) -> None:
         """The subscriber's transport is up: begin forwarding from the next keyframe."""
         self.copy.set_output(output)
-        if not self.attached:
+        if not self.attached and not self.uptrack.closed:
             self.attached = True
             self.copy.waiting = True
             self.uptrack.attach(self)
@@ -108,26 +100,21 @@ class DownTrack:
         self.copy.clear_ring()
 
     def source_closed(self) -> None:
-        """The publisher went away; the owner decides what happens to the subscriber."""
+        """The publisher went away (its UpTrack dropped every copy): let go of its ring."""
         self.attached = False
-        self.copy.waiting = False
-        callback = self._on_source_closed
-        if callback is not None:
-            callback(self)
+        self.copy.clear_ring()
 
-    def started(self) -> None:
-        """The engine started this copy on a keyframe (called by the UpTrack after the packet)."""
-        self.uptrack.started(self)
-        if self._on_started is not None:
-            self._on_started(self)
+    def set_enabled(self, enabled: bool) -> None:
+        """Pause or resume forwarding; a resumed copy restarts at the next keyframe."""
+        if self.attached:
+            self.uptrack.set_enabled(self, enabled)
+        else:
+            self.copy.enabled = enabled
 
-    def resync(self) -> None:
-        """The source changed (new SSRC): continue our numbering from the next keyframe."""
-        if self.copy.waiting or not self.attached:
-            return
-        self.copy.resync(3000 if self.kind == "video" else 960)
-        self.uptrack.pending += 1
-        self.uptrack.request_keyframe()
+    def restart(self) -> None:
+        """Continue our numbering from the next keyframe (the UpTrack counts the wait)."""
+        if not self.copy.waiting:
+            self.copy.resync(3000 if self.kind == "video" else 960)
 
     # -- feedback ------------------------------------------------------------------------
 
@@ -136,13 +123,16 @@ class DownTrack:
         self.copy.retransmit(lost)
 
     def request_keyframe(self) -> None:
+        """The player sent PLI or FIR for this copy."""
         self.keyframe_requests += 1
-        self.uptrack.request_keyframe()
+        self.uptrack.request_keyframe("player")
 
     def sender_report(self) -> tuple[int, int] | None:
         """(ntp, rtp timestamp) for this copy's SR, from the publisher's clock."""
+        if not self.attached or self.waiting:
+            return None
         now = self.uptrack.clock_now()
-        if now is None or self.waiting:
+        if now is None:
             return None
         ntp, rtp_ts = now
         return ntp, (rtp_ts + self.copy.ts_off) & 0xFFFFFFFF
@@ -152,9 +142,11 @@ class DownTrack:
             "kind": self.kind,
             "mid": self.mid,
             "ssrc": self.ssrc,
+            "attached": self.attached,
             "waiting": self.waiting,
             "enabled": self.enabled,
             "packets": self.packets,
             "retransmitted": self.retransmitted,
+            "keyframeRequests": self.keyframe_requests,
             "sendErrors": self.send_errors,
         }

@@ -1,43 +1,36 @@
 """Peer: one server-side RTCPeerConnection with offer/answer, trickle ICE, state and close().
 
 Publisher and Subscriber build on it. A Peer reports upwards only through the callbacks it was
-given (`on_closed`, `on_connected`); it never knows which stream, room or client owns it.
+given (`on_connected()`, `on_closed(reason)`, `on_data(data)`); it never knows which stream,
+room or client owns it. `on_closed` is called exactly once, with the first reason, whether the
+owner closed the peer or ICE/DTLS ended it. Failures are the typed errors of `media/types.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from confero.media import aiortc_hooks, fanout
-from confero.media.aiortc_hooks import IcePolicy
+from confero.media.aiortc_hooks import IcePolicy, reset_ice_policy, set_ice_policy
+from confero.media.fanout import Engine, select
+from confero.media.types import BadCandidate, LocalCandidate, SdpError
 
 logger = logging.getLogger(__name__)
 
+OnConnected = Callable[[], None]
+OnClosed = Callable[[str], None]
+OnData = Callable[[str | bytes], None]
 
-class MediaError(Exception):
-    """An SDP or ICE input the media plane cannot use; `reason` names it for the caller."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(detail or reason)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class LocalCandidate:
-    """A server ICE candidate for trickling: m-line index, mid and the `candidate:` line."""
-
-    index: int
-    mid: str | None
-    candidate: str
+MAX_PENDING_CANDIDATES = 64
+MAX_DATA_BACKLOG = 256
 
 
 @dataclass
@@ -47,10 +40,14 @@ class PeerConfig:
     ice: IcePolicy = field(default_factory=IcePolicy)
     announced_address: str | None = None
     max_bitrate: int = 2_500_000
-    engine: fanout.Engine = field(default_factory=fanout.select)
+    engine: Engine = field(default_factory=select)
 
 
 _CANDIDATE_RE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$", re.M)
+
+
+def _noop(*args: object) -> None:
+    pass
 
 
 class Peer:
@@ -63,68 +60,86 @@ class Peer:
         config: PeerConfig,
         name: str,
         *,
-        on_closed: Callable[[Peer, str], None] | None = None,
-        on_connected: Callable[[Peer], None] | None = None,
-        on_data: Callable[[Peer, str | bytes], None] | None = None,
+        on_connected: OnConnected | None = None,
+        on_closed: OnClosed | None = None,
+        on_data: OnData | None = None,
     ) -> None:
         self.config = config
         self.name = name
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        self.closed = False
-        self.connected = False
+        self._closed = False
+        self._connected = False
         self.close_reason = ""
-        self._on_closed = on_closed
-        self._on_connected = on_connected
+        self._on_connected: OnConnected = on_connected or _noop
+        self._on_closed: OnClosed = on_closed or _noop
+        self._on_data: OnData = on_data or _noop
         self._close_task: asyncio.Task[None] | None = None
         self._closed_done = asyncio.Event()
         self._remote_set = False
-        self._pending_candidates: list[tuple[str, str | None, int | None]] = []
+        self._pending_candidates: list[RTCIceCandidate] = []
         self.pc.on("connectionstatechange", self._connection_state_changed)
-        self._on_data = on_data
         self.data_channel: Any = None
         self._data_backlog: list[str | bytes] = []
         self.data_sent = 0
         self.data_received = 0
         self.data_dropped = 0
+        self.candidates_failed = 0
 
     # -- state ---------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        """ICE and DTLS came up (stays True once it was)."""
+        return self._connected
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def closed_meanwhile(self) -> bool:
+        """`closed`, read again after an await (a type checker keeps what it saw before one)."""
+        return self._closed
+
     def _connection_state_changed(self) -> None:
         state = self.pc.connectionState
-        if state == "connected" and not self.connected:
-            self.connected = True
-            if self._on_connected is not None:
-                self._on_connected(self)
-        elif state in ("failed", "closed") and not self.closed:
+        if state == "connected" and not self._connected and not self._closed:
+            self._connected = True
+            self._call("on_connected", self._on_connected)
+        elif state in ("failed", "closed") and not self._closed:
             logger.info("%s %s: connection %s", self.role, self.name, state)
             self.close_soon("ice_failed" if state == "failed" else "closed")
 
+    def _call(self, what: str, callback: Callable[..., None], *args: object) -> None:
+        """Run an owner's callback; its failure is logged, never raised into aiortc or close()."""
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("%s %s: %s callback failed", self.role, self.name, what)
+
     def close_soon(self, reason: str) -> None:
         """Close from a synchronous callback (ICE failure); the task is tracked and awaited."""
-        if self.closed or self._close_task is not None:
+        if self._closed or self._close_task is not None:
             return
         self._close_task = asyncio.get_running_loop().create_task(self.close(reason))
 
     async def close(self, reason: str = "closed") -> None:
-        """Idempotent: release the children (subclass hook), then the peer connection.
-
-        A second caller waits until the first one has finished.
-        """
-        if self.closed:
+        """Idempotent: release the children (subclass hook), then the peer connection; then
+        `on_closed(reason)`, once. A second caller waits until the first one has finished."""
+        if self._closed:
             await self._closed_done.wait()
             return
-        self.closed = True
+        self._closed = True
         self.close_reason = reason
         try:
             self._close_children()
             await self.pc.close()
         finally:
-            callback, self._on_closed, self._on_connected = self._on_closed, None, None
-            self._on_data = None
+            callback = self._on_closed
+            self._on_closed = self._on_connected = self._on_data = _noop
             self._data_backlog.clear()
+            self._pending_candidates.clear()
             self._closed_done.set()
-            if callback is not None:
-                callback(self, reason)
+            self._call("on_closed", callback, reason)
 
     def _close_children(self) -> None:
         """Subclasses detach their tracks here, before the peer connection closes."""
@@ -141,8 +156,8 @@ class Peer:
 
     def _data_message(self, data: str | bytes) -> None:
         self.data_received += 1
-        if self._on_data is not None and not self.closed:
-            self._on_data(self, data)
+        if not self._closed:
+            self._call("on_data", self._on_data, data)
 
     def _flush_data(self) -> None:
         backlog, self._data_backlog = self._data_backlog, []
@@ -150,13 +165,14 @@ class Peer:
             self.send_data(data)
 
     def send_data(self, data: str | bytes) -> bool:
-        """Send on the data channel; queued (up to 256 messages) until it opens."""
+        """Send on the data channel; queued (up to 256 messages) until it opens. False when
+        the message was not sent now (queued, or dropped)."""
         channel = self.data_channel
-        if channel is None or self.closed or channel.readyState in ("closing", "closed"):
+        if channel is None or self._closed or channel.readyState in ("closing", "closed"):
             self.data_dropped += 1
             return False
         if channel.readyState != "open":
-            if len(self._data_backlog) < 256:
+            if len(self._data_backlog) < MAX_DATA_BACKLOG:
                 self._data_backlog.append(data)
             else:
                 self.data_dropped += 1
@@ -168,28 +184,38 @@ class Peer:
     # -- SDP -----------------------------------------------------------------------------
 
     async def _set_remote(self, sdp: str, kind: str) -> None:
+        if not sdp.lstrip().startswith("v=0"):  # aiortc's parser takes anything, even no SDP at all
+            raise SdpError(f"the {kind} is not an SDP description", side="remote")
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         except Exception as exc:  # aiortc raises ValueError, InvalidStateError, and others
-            raise MediaError("notSetRemoteDescription", str(exc)) from exc
+            raise SdpError(f"the {kind} could not be applied: {exc}", side="remote") from exc
         self._remote_set = True
-        for candidate, mid, index in self._pending_candidates:
-            await self._add_candidate(candidate, mid, index)
-        self._pending_candidates.clear()
+        pending, self._pending_candidates = self._pending_candidates, []
+        for candidate in pending:
+            if not self._has_mline(candidate.sdpMid, candidate.sdpMLineIndex):
+                self.candidates_failed += 1
+                continue
+            try:
+                await self.pc.addIceCandidate(candidate)
+            except Exception as exc:  # it parsed when it arrived; the description decides now
+                self.candidates_failed += 1
+                logger.info("%s %s: queued candidate not added: %s", self.role, self.name, exc)
 
     async def _set_local(self, description: RTCSessionDescription) -> None:
-        token = aiortc_hooks.set_ice_policy(self.config.ice)
+        token = set_ice_policy(self.config.ice)
         try:
             await self.pc.setLocalDescription(description)
         except Exception as exc:
-            raise MediaError("notSetLocalDescription", str(exc)) from exc
+            raise SdpError(f"our {description.type} could not be applied: {exc}", side="local") from exc
         finally:
-            aiortc_hooks.reset_ice_policy(token)
+            reset_ice_policy(token)
 
     def local_sdp(self) -> str:
-        description = self.pc.localDescription
-        assert description is not None
-        sdp = description.sdp
+        description: RTCSessionDescription | None = self.pc.localDescription  # None before the first
+        if description is None:
+            return ""
+        sdp: str = description.sdp
         if self.config.announced_address:
             sdp = _CANDIDATE_RE.sub(rf"\g<1>{self.config.announced_address}\g<3>", sdp)
         return sdp
@@ -212,41 +238,77 @@ class Peer:
     # -- ICE -----------------------------------------------------------------------------
 
     async def add_candidate(self, candidate: str, mid: str | None, index: int | None) -> None:
-        """Trickled remote candidate; queued until the remote description is set."""
-        if self.closed:
-            return
-        if not self._remote_set:
-            if len(self._pending_candidates) < 64:
-                self._pending_candidates.append((candidate, mid, index))
-            return
-        await self._add_candidate(candidate, mid, index)
+        """A trickled remote candidate; queued until the remote description is set.
 
-    async def _add_candidate(self, candidate: str, mid: str | None, index: int | None) -> None:
-        text = candidate.strip()
-        if text.startswith("a="):
-            text = text[2:]
-        if text.startswith("candidate:"):
-            text = text[len("candidate:") :]
-        if not text:
-            return  # end-of-candidates
-        try:
-            parsed = candidate_from_sdp(text)
-        except (ValueError, IndexError) as exc:
-            raise MediaError("invalid_candidate", str(exc)) from exc
-        if parsed.protocol.lower() != "udp" or parsed.ip.endswith(".local"):
-            return  # aiortc speaks UDP only; mDNS names would need multicast lookups
+        An empty one (end-of-candidates), a TCP one and an mDNS name are ignored: aiortc speaks
+        UDP only, and mDNS would need multicast lookups. Raises BadCandidate for one that
+        does not parse or that aiortc refuses.
+        """
+        if self._closed:
+            return
+        parsed = parse_candidate(candidate)
+        if parsed is None:
+            return
+        if mid is None and index is None:
+            raise BadCandidate("a candidate needs an m-line: a mid or an index")
         parsed.sdpMid = mid
         parsed.sdpMLineIndex = index
+        if not self._remote_set:
+            if len(self._pending_candidates) < MAX_PENDING_CANDIDATES:
+                self._pending_candidates.append(parsed)
+            return
+        if not self._has_mline(mid, index):
+            raise BadCandidate(f"the candidate's m-line (mid {mid}, index {index}) is not in the session")
         try:
             await self.pc.addIceCandidate(parsed)
         except Exception as exc:
-            raise MediaError("invalid_candidate", str(exc)) from exc
+            raise BadCandidate(f"the candidate could not be added: {exc}") from exc
+
+    def _has_mline(self, mid: str | None, index: int | None) -> bool:
+        """The remote description has an m-line with this mid, or this index (as aiortc matches)."""
+        description: RTCSessionDescription | None = self.pc.remoteDescription
+        if description is None:
+            return False
+        mids: list[str | None] = []
+        for line in description.sdp.splitlines():
+            if line.startswith("m="):
+                mids.append(None)
+            elif line.startswith("a=mid:") and mids:
+                mids[-1] = line[6:].strip()
+        return (mid is not None and mid in mids) or (index is not None and 0 <= index < len(mids))
 
     def dump(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "role": self.role,
             "connectionState": self.pc.connectionState,
-            "closed": self.closed,
+            "closed": self._closed,
             "data": {"sent": self.data_sent, "received": self.data_received, "dropped": self.data_dropped},
         }
+
+
+def parse_candidate(candidate: str) -> RTCIceCandidate | None:
+    """The `candidate:` line (with or without "a=" and "candidate:") as aiortc's candidate;
+    None for one to ignore (end-of-candidates, TCP, mDNS). Raises BadCandidate."""
+    text = candidate.strip()
+    if text.startswith("a="):
+        text = text[2:]
+    if text.startswith("candidate:"):
+        text = text[len("candidate:") :]
+    if not text:
+        return None  # end-of-candidates
+    if len(text.split()) < 8:
+        raise BadCandidate(f"not a candidate line: {candidate!r}")
+    try:
+        parsed = candidate_from_sdp(text)
+    except (ValueError, IndexError, AssertionError) as exc:
+        raise BadCandidate(f"not a candidate line: {candidate!r}") from exc
+    if parsed.protocol.lower() != "udp" or parsed.ip.endswith(".local"):
+        return None
+    try:
+        ipaddress.ip_address(parsed.ip)
+    except ValueError as exc:
+        raise BadCandidate(f"not an IP address: {parsed.ip!r}") from exc
+    if not 0 < parsed.port < 65536:
+        raise BadCandidate(f"not a UDP port: {parsed.port}")
+    return parsed

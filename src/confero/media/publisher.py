@@ -2,7 +2,9 @@
 
 It answers the client's offer with one codec per track, taps the DTLS transport so that RTP
 never enters aiortc's decoder, unwraps RTX, reads the publisher's sender reports, and sends
-the publisher PLI, NACK, receiver reports and REMB.
+the publisher PLI, NACK, receiver reports and REMB. Its tracks join the Router's registry once
+the answer is made and leave it when the Publisher closes; the domain knows them only as
+`TrackInfo` values.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 from aiortc.rtp import (
@@ -26,14 +27,19 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from confero.media import aiortc_hooks, rtp
-from confero.media.peer import MediaError, Peer, PeerConfig
-from confero.media.uptrack import UpTrack
+from confero.media.aiortc_hooks import TransportTap, dtls_transports, never_decode, payload_types, restrict_codecs
+from confero.media.peer import OnClosed, OnConnected, OnData, Peer, PeerConfig
+from confero.media.rtp import U32, payload_offset, unwrap_rtx
+from confero.media.types import CodecMismatch, NoMedia, SdpError, TrackInfo, TrackStats
+from confero.media.uptrack import TrackRegistry, UpTrack
 
 logger = logging.getLogger(__name__)
 
-PLI_INTERVAL = 0.3  # at most one PLI per track in this many seconds
 RR_INTERVAL = 1.0
+
+# Bound once: CPython 3.11 calls a method of an imported name (`U32.unpack_from(...)`) through
+# a bound-method object made on each call; the hot path must not allocate.
+_unpack_u32 = U32.unpack_from
 
 
 class Publisher(Peer):
@@ -46,20 +52,23 @@ class Publisher(Peer):
         config: PeerConfig,
         name: str,
         *,
+        registry: TrackRegistry,
         codecs: tuple[str, ...] = ("video/VP8", "video/H264", "audio/opus"),
-        on_closed: Callable[[Peer, str], None] | None = None,
-        on_connected: Callable[[Peer], None] | None = None,
-        on_data: Callable[[Peer, str | bytes], None] | None = None,
+        on_connected: OnConnected | None = None,
+        on_closed: OnClosed | None = None,
+        on_data: OnData | None = None,
     ) -> None:
-        super().__init__(config, name, on_closed=on_closed, on_connected=on_connected, on_data=on_data)
+        super().__init__(config, name, on_connected=on_connected, on_closed=on_closed, on_data=on_data)
         self.pc.on("datachannel", self.attach_channel)
         self.allowed_codecs = tuple(c.lower() for c in codecs)
         self.uptracks: list[UpTrack] = []
+        self._registry = registry
+        self._registered = False
+        self._offered = False
         self._routes: dict[int, tuple[UpTrack, bool]] = {}
         self._by_pt: dict[int, tuple[UpTrack, bool]] = {}
-        self._taps: list[aiortc_hooks.TransportTap] = []
+        self._taps: list[TransportTap] = []
         self._rtcp_ssrc = random.randrange(1, 1 << 32)
-        self._last_pli: dict[int, float] = {}
         self._last_rr = 0.0
         self.unknown_packets = 0
 
@@ -69,56 +78,82 @@ class Publisher(Peer):
                 return uptrack
         return None
 
+    def tracks(self) -> list[TrackInfo]:
+        """The live tracks (once answered, until closed)."""
+        if not self._registered or self.closed:
+            return []
+        return [u.info() for u in self.uptracks]
+
+    def stats(self) -> list[TrackStats]:
+        return [u.stats() for u in self.uptracks]
+
     async def answer(self, offer_sdp: str) -> str:
-        """Apply the client's offer and return the answer SDP."""
+        """Apply the client's offer; returns the answer SDP. Raises SdpError, NoMedia, CodecMismatch."""
+        if self.closed:
+            raise SdpError("the publisher is closed", side="local")
+        if self._offered:
+            raise SdpError("this publisher already has an offer")
+        self._offered = True
         await self._set_remote(offer_sdp, "offer")
+        if self.closed_meanwhile():
+            raise SdpError("the publisher closed while answering", side="local")
         for transceiver in self.pc.getTransceivers():
-            aiortc_hooks.never_decode(transceiver.receiver)
+            never_decode(transceiver.receiver)
             kind = transceiver.kind
             if kind not in ("audio", "video") or self.track(kind) is not None:
-                aiortc_hooks.restrict_codecs(transceiver, ())
+                restrict_codecs(transceiver, ())
                 continue
-            codecs = aiortc_hooks.payload_types(transceiver)
+            codecs = payload_types(transceiver)
             chosen = next((c for c in codecs.values() if c.mimeType.lower() in self.allowed_codecs), None)
-            if chosen is None:
+            if chosen is None or chosen.payloadType is None:
                 offered = sorted({c.mimeType for c in codecs.values() if not c.mimeType.lower().endswith("/rtx")})
-                aiortc_hooks.restrict_codecs(transceiver, ())
+                restrict_codecs(transceiver, ())
                 if offered or kind == "video":
-                    raise MediaError(
-                        "unsupported_codec",
+                    raise CodecMismatch(
                         f"no {kind} codec in common (offered {', '.join(offered) or 'none'}; "
-                        f"server accepts {', '.join(self.allowed_codecs)})",
+                        f"server accepts {', '.join(self.allowed_codecs)})"
                     )
                 continue
+            payload_type: int = chosen.payloadType
             rtx = next(
                 (
                     c.payloadType
                     for c in codecs.values()
-                    if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == chosen.payloadType
+                    if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == payload_type
                 ),
                 None,
             )
-            aiortc_hooks.restrict_codecs(transceiver, [chosen.payloadType] + ([rtx] if rtx is not None else []))
+            restrict_codecs(transceiver, [payload_type] + ([rtx] if rtx is not None else []))
             nack = kind == "video" and any(fb.type == "nack" and not fb.parameter for fb in chosen.rtcpFeedback)
             uptrack = UpTrack(
+                self._registry.new_id(self.name, kind),
                 kind,
                 chosen,
                 rtx,
                 nack=nack,
-                request_keyframe=self._send_pli,
+                send_pli=self._send_pli,
                 send_nack=self._send_nack,
                 engine=self.config.engine,
             )
             self.uptracks.append(uptrack)
-            self._by_pt[chosen.payloadType] = (uptrack, False)
+            self._by_pt[payload_type] = (uptrack, False)
             if rtx is not None:
                 self._by_pt[rtx] = (uptrack, True)
         if not self.uptracks:
-            raise MediaError("notSetRemoteDescription", "the offer has no audio or video track")
-        for dtls in aiortc_hooks.dtls_transports(self.pc):
-            self._taps.append(aiortc_hooks.TransportTap(dtls, on_rtp=self._on_rtp, on_rtcp=self._on_rtcp))
-        answer = await self.pc.createAnswer()
+            raise NoMedia("the offer has no audio or video track")
+        for dtls in dtls_transports(self.pc):
+            self._taps.append(TransportTap(dtls, on_rtp=self._on_rtp, on_rtcp=self._on_rtcp))
+        try:
+            answer = await self.pc.createAnswer()
+        except Exception as exc:
+            raise SdpError(f"no answer could be made: {exc}", side="local") from exc
         await self._set_local(answer)
+        if self.closed_meanwhile():  # closed while the answer was made: its tracks never go live
+            self._close_children()  # what was made after close() released the rest
+            raise SdpError("the publisher closed while answering", side="local")
+        for uptrack in self.uptracks:
+            self._registry.add(uptrack)
+        self._registered = True
         return self.local_sdp()
 
     # -- hot path ------------------------------------------------------------------------
@@ -127,7 +162,7 @@ class Publisher(Peer):
         if len(data) < 12:
             self.unknown_packets += 1
             return
-        route = self._routes.get(rtp.U32.unpack_from(data, 8)[0])
+        route = self._routes.get(_unpack_u32(data, 8)[0])
         if route is None:
             route = self._learn(data)
             if route is None:
@@ -135,27 +170,27 @@ class Publisher(Peer):
                 return
         uptrack, is_rtx = route
         if is_rtx:
-            offset = rtp.payload_offset(data)
+            offset = payload_offset(data)
             if offset < 0 or uptrack.ssrc is None:
                 return
-            unwrapped = rtp.unwrap_rtx(data, offset, uptrack.ssrc, uptrack.payload_type)
+            unwrapped = unwrap_rtx(data, offset, uptrack.ssrc, uptrack.payload_type)
             if unwrapped is None:
                 return
             data = unwrapped
         uptrack.receive(data)
 
     def _learn(self, data: bytes) -> tuple[UpTrack, bool] | None:
-        ssrc = rtp.U32.unpack_from(data, 8)[0]
+        ssrc: int = U32.unpack_from(data, 8)[0]
         route = self._by_pt.get(data[1] & 0x7F)
         if route is None:
             return None
         uptrack, is_rtx = route
         if not is_rtx:
-            if uptrack.ssrc is not None and uptrack.ssrc != ssrc:
+            previous, uptrack.ssrc = uptrack.ssrc, ssrc
+            if previous is not None and previous != ssrc:
                 logger.info("publisher %s: %s source changed SSRC", self.name, uptrack.kind)
-                self._routes.pop(uptrack.ssrc, None)
-                uptrack.reset_source()
-            uptrack.ssrc = ssrc
+                self._routes.pop(previous, None)
+                uptrack.reset_source()  # its keyframe request goes to the new SSRC
         self._routes[ssrc] = route
         return route
 
@@ -169,21 +204,19 @@ class Publisher(Peer):
                     info = packet.sender_info
                     route[0].on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
 
-    def _send_rtcp(self, payload: bytes) -> None:
+    def _send_rtcp(self, payload: bytes) -> bool:
         for tap in self._taps:
             if tap.ready:
                 tap.send_rtcp(payload)
-                return
+                return True
+        return False
 
-    def _send_pli(self, uptrack: UpTrack) -> None:
-        if uptrack.ssrc is None:
-            return
-        now = time.monotonic()
-        if now - self._last_pli.get(uptrack.ssrc, 0.0) < PLI_INTERVAL:
-            return
-        self._last_pli[uptrack.ssrc] = now
+    def _send_pli(self, uptrack: UpTrack) -> bool:
+        """One PLI for `uptrack`; only its KeyframeRequester calls this (it rate-limits)."""
+        if uptrack.ssrc is None or self.closed:
+            return False
         packet = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=uptrack.ssrc)
-        self._send_rtcp(bytes(packet))
+        return self._send_rtcp(bytes(packet))
 
     def _send_nack(self, uptrack: UpTrack, lost: list[int]) -> None:
         if uptrack.ssrc is None or not lost:
@@ -193,9 +226,12 @@ class Publisher(Peer):
         self._send_rtcp(bytes(packet))
 
     def tick(self, now: float) -> None:
-        """Housekeeping: NACK retries; receiver reports and REMB once a second."""
+        """Housekeeping: NACK retries, keyframe retries while copies wait; receiver reports and
+        REMB once a second."""
         for uptrack in self.uptracks:
             uptrack.retry_nacks()
+            if uptrack.pending:
+                uptrack.request_keyframe("retry")
         if now - self._last_rr < RR_INTERVAL:
             return
         self._last_rr = now
@@ -238,6 +274,7 @@ class Publisher(Peer):
 
     def _close_children(self) -> None:
         for uptrack in self.uptracks:
+            self._registry.remove(uptrack)
             uptrack.close()
         for tap in self._taps:
             tap.close()

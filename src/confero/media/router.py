@@ -1,7 +1,9 @@
 """Router: the media plane's root. Creates Publishers and Subscribers and keeps their clocks.
 
-This is the whole API the domain uses (with the Publisher/Subscriber objects it returns):
-plain arguments in, callbacks out. The fan-out itself lives on each UpTrack (its list of
+This is the whole API the domain uses (`domain/media.py` states it as Protocols), with the
+Publisher/Subscriber objects it returns: names, track ids and SDP in; values, typed errors and
+callbacks out. The Router owns the registry of live published tracks by id, which is how a
+Subscriber's source is named. The fan-out itself lives on each UpTrack (its list of
 DownTracks) so the per-packet loop is one attribute away; the Router owns the objects, runs
 the RTCP housekeeping tick, and proves in `dump()` that nothing outlives its owner.
 """
@@ -11,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
-from confero.media import aiortc_hooks
-from confero.media.downtrack import DownTrack
-from confero.media.peer import Peer, PeerConfig
+from confero.media.aiortc_hooks import check_versions, install_ice_patches
+from confero.media.peer import OnClosed, OnConnected, OnData, PeerConfig
 from confero.media.publisher import Publisher
 from confero.media.subscriber import Subscriber
+from confero.media.uptrack import TrackRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -27,66 +28,60 @@ PEERS_PER_SLICE = 16  # peers handled between two yields to the event loop
 
 
 class Router:
-    """Owner of every server peer connection."""
+    """Owner of every server peer connection and of the registry of live tracks."""
 
     def __init__(self, config: PeerConfig, codecs: tuple[str, ...]) -> None:
         self.config = config
-        self.codecs = codecs
+        self.codecs = codecs  # read when a publisher is created
         self.publishers: set[Publisher] = set()
         self.subscribers: set[Subscriber] = set()
+        self.tracks = TrackRegistry()
         self._task: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
     async def start(self) -> None:
-        aiortc_hooks.check_versions()
-        aiortc_hooks.install_ice_patches()
+        check_versions()
+        install_ice_patches()
         if self._task is None:
             self._loop = asyncio.get_running_loop()
             self.config.engine.bind_loop(self._loop)
             self._task = self._loop.create_task(self._housekeeping())
 
     def create_publisher(
-        self,
-        name: str,
-        *,
-        on_closed: Callable[[Peer, str], None] | None = None,
-        on_connected: Callable[[Peer], None] | None = None,
-        on_data: Callable[[Peer, str | bytes], None] | None = None,
+        self, name: str, *, on_connected: OnConnected, on_closed: OnClosed, on_data: OnData
     ) -> Publisher:
-        def closed(peer: Peer, reason: str) -> None:
-            self.publishers.discard(peer)  # type: ignore[arg-type]
-            if on_closed is not None:
-                on_closed(peer, reason)
+        """The ingest peer of one stream; `answer()` its client's offer."""
+        publisher: Publisher
+
+        def closed(reason: str) -> None:
+            self.publishers.discard(publisher)
+            on_closed(reason)
 
         publisher = Publisher(
-            self.config, name, codecs=self.codecs, on_closed=closed, on_connected=on_connected, on_data=on_data
+            self.config,
+            name,
+            registry=self.tracks,
+            codecs=self.codecs,
+            on_connected=on_connected,
+            on_closed=closed,
+            on_data=on_data,
         )
         self.publishers.add(publisher)
         return publisher
 
     def create_subscriber(
-        self,
-        name: str,
-        *,
-        on_closed: Callable[[Peer, str], None] | None = None,
-        on_connected: Callable[[Peer], None] | None = None,
-        on_source_closed: Callable[[DownTrack], None] | None = None,
-        on_data: Callable[[Peer, str | bytes], None] | None = None,
+        self, name: str, *, on_connected: OnConnected, on_closed: OnClosed, on_data: OnData
     ) -> Subscriber:
-        def closed(peer: Peer, reason: str) -> None:
-            self.subscribers.discard(peer)  # type: ignore[arg-type]
-            if on_closed is not None:
-                on_closed(peer, reason)
+        """The egress peer of one player; `add_source()` then `offer()`."""
+        subscriber: Subscriber
+
+        def closed(reason: str) -> None:
+            self.subscribers.discard(subscriber)
+            on_closed(reason)
 
         subscriber = Subscriber(
-            self.config,
-            name,
-            on_closed=closed,
-            on_connected=on_connected,
-            on_source_closed=on_source_closed,
-            on_data=on_data,
+            self.config, name, registry=self.tracks, on_connected=on_connected, on_closed=closed, on_data=on_data
         )
         self.subscribers.add(subscriber)
         return subscriber
@@ -104,9 +99,6 @@ class Router:
                     continue
                 try:
                     publisher.tick(now)
-                    for uptrack in publisher.uptracks:
-                        if uptrack.pending:
-                            uptrack.request_keyframe()
                 except Exception:
                     logger.exception("publisher %s: housekeeping failed", publisher.name)
             for i, subscriber in enumerate(list(self.subscribers)):
@@ -141,4 +133,5 @@ class Router:
         return {
             "publishers": [p.dump() for p in self.publishers],
             "subscribers": [s.dump() for s in self.subscribers],
+            "tracks": sorted(self.tracks),
         }

@@ -7,6 +7,7 @@ Nothing here allocates objects per packet beyond ints and byte slices; the forwa
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 #: b0, b1, sequence number, timestamp, ssrc
 HEADER = struct.Struct("!BBHII")
@@ -18,11 +19,6 @@ RTP_VERSION_BITS = 0x80
 PADDING_BIT = 0x20
 EXTENSION_BIT = 0x10
 MARKER_BIT = 0x80
-
-
-def is_rtcp(data: bytes) -> bool:
-    """RFC 5761: RTCP packet types 192-223 share the byte where RTP has marker+PT."""
-    return len(data) > 1 and 192 <= data[1] <= 223
 
 
 def payload_offset(data: bytes) -> int:
@@ -44,11 +40,6 @@ def payload_offset(data: bytes) -> int:
 def padding_size(data: bytes) -> int:
     """Number of padding bytes at the end of the packet (0 when the P bit is clear)."""
     return data[-1] if data[0] & PADDING_BIT else 0
-
-
-def seq_newer(a: int, b: int) -> bool:
-    """True when 16-bit sequence number `a` comes after `b` (RFC 1982 arithmetic)."""
-    return a != b and ((a - b) & 0xFFFF) < 0x8000
 
 
 def mid_extension(ext_id: int | None, mid: str) -> bytes:
@@ -147,7 +138,7 @@ def h264_is_keyframe(payload: bytes) -> bool:
     return False
 
 
-def keyframe_detector(mime_type: str):  # type: ignore[no-untyped-def]
+def keyframe_detector(mime_type: str) -> Callable[[bytes], bool] | None:
     """The keyframe test for a codec: None means every packet is a valid start (audio)."""
     mime = mime_type.lower()
     if mime == "video/vp8":

@@ -1,16 +1,16 @@
 """Subscriber: the egress peer of one player; one DownTrack per forwarded UpTrack.
 
-The server makes the offer: one sendonly transceiver per UpTrack, restricted to the
-publisher's codec (plus RTX), with a sender that never produces media of its own (it is there
-for its SSRC, SDP and RTCP). Once DTLS is up, every DownTrack starts forwarding at the next
-keyframe. Players' PLI/FIR go to the UpTrack, NACKs are answered from the DownTrack's ring.
+The caller names its sources by track id (`add_source`), each under a label of its own; the
+next `offer()` makes one sendonly m-line per new source, restricted to the publisher's codec
+(plus RTX), with a sender that never produces media of its own (it is there for its SSRC, SDP
+and RTCP). Once DTLS is up, every DownTrack starts forwarding at the next keyframe. Players'
+PLI/FIR go to the UpTrack's keyframe requester, NACKs are answered from the track's ring.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +25,20 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
 )
 
-from confero.media import aiortc_hooks, rtp
+from confero.media.aiortc_hooks import (
+    IdleTrack,
+    TransportTap,
+    dtls_transports,
+    negotiated,
+    sender_cname,
+    sender_ssrcs,
+    take_over_rtcp,
+)
 from confero.media.downtrack import DownTrack
-from confero.media.peer import MediaError, Peer, PeerConfig
-from confero.media.uptrack import UpTrack
+from confero.media.peer import OnClosed, OnConnected, OnData, Peer, PeerConfig
+from confero.media.rtp import U32, mid_extension, sdes_cname, sender_report
+from confero.media.types import CodecMismatch, SdpError, SlotInfo
+from confero.media.uptrack import TrackRegistry, UpTrack
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +61,19 @@ def codec_preferences(uptrack: UpTrack) -> list[RTCRtpCodecCapability]:
     return chosen
 
 
+def rejected_mids(sdp: str) -> set[str]:
+    """Mids of the m-lines an answer rejected (port 0)."""
+    rejected: set[str] = set()
+    port = ""
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            parts = line.split()
+            port = parts[1] if len(parts) > 1 else ""
+        elif line.startswith("a=mid:") and port == "0":
+            rejected.add(line[6:].strip())
+    return rejected
+
+
 @dataclass
 class Slot:
     """One offered m-line: its transceiver, the UpTrack it carries and the caller's label."""
@@ -59,6 +82,8 @@ class Slot:
     uptrack: UpTrack
     label: str
     active: bool = True
+    downtrack: DownTrack | None = None
+    refused: bool = False  # the player's answer refused its codec
 
 
 class Subscriber(Peer):
@@ -71,107 +96,146 @@ class Subscriber(Peer):
         config: PeerConfig,
         name: str,
         *,
-        on_closed: Callable[[Peer, str], None] | None = None,
-        on_connected: Callable[[Peer], None] | None = None,
-        on_source_closed: Callable[[DownTrack], None] | None = None,
-        on_data: Callable[[Peer, str | bytes], None] | None = None,
+        registry: TrackRegistry,
+        on_connected: OnConnected | None = None,
+        on_closed: OnClosed | None = None,
+        on_data: OnData | None = None,
     ) -> None:
-        super().__init__(config, name, on_closed=on_closed, on_connected=on_connected, on_data=on_data)
+        super().__init__(config, name, on_connected=on_connected, on_closed=on_closed, on_data=on_data)
+        self._registry = registry
+        self._sources: list[tuple[UpTrack, str]] = []  # added since the last offer
+        self._slots: list[Slot] = []
         self.downtracks: list[DownTrack] = []
-        self._on_source_closed = on_source_closed
-        self.slots: list[Slot] = []
         self._next_report = 0.0
         self._cname: str | None = None
         self._by_ssrc: dict[int, DownTrack] = {}
-        self._tap: aiortc_hooks.TransportTap | None = None
+        self._tap: TransportTap | None = None
 
-    async def offer(self, uptracks: list[tuple[UpTrack, str]], *, data_channel: str | None = None) -> str:
-        """Offer one sendonly m-line per (UpTrack, label) and returns the offer SDP.
+    # -- sources ---------------------------------------------------------------------------
 
-        Called again on a connected peer, it renegotiates: earlier m-lines stay (removed ones
-        as inactive) and the new ones are appended.
-        """
-        for uptrack, label in uptracks:
-            transceiver = self.pc.addTransceiver(aiortc_hooks.IdleTrack(uptrack.kind), direction="sendonly")
-            aiortc_hooks.take_over_rtcp(transceiver.sender)  # tick() sends the SRs, all in one packet
-            transceiver.setCodecPreferences(codec_preferences(uptrack))
-            self.slots.append(Slot(transceiver, uptrack, label))
-        if data_channel is not None and self.data_channel is None:
-            self.attach_channel(self.pc.createDataChannel(data_channel))
-        offer = await self.pc.createOffer()
-        await self._set_local(offer)
-        if self._tap is None:
-            transports = aiortc_hooks.dtls_transports(self.pc)
-            self._tap = aiortc_hooks.TransportTap(transports[0], on_rtcp=self._on_rtcp, on_ready=self._ready)
-        return self.local_sdp()
+    def add_source(self, track_id: str, label: str) -> None:
+        """Forward a live published track under `label`, from the next offer (once, however often
+        it is added). Raises UnknownTrack."""
+        uptrack = self._registry.get(track_id)
+        offered = any(s.uptrack is uptrack and s.label == label and s.active for s in self._slots)
+        if not offered and (uptrack, label) not in self._sources:
+            self._sources.append((uptrack, label))
 
-    def mapping(self) -> list[tuple[str, str, str]]:
-        """(mid, kind, label) of every offered m-line, for the client's track id mapping."""
-        return [(s.transceiver.mid or "", s.uptrack.kind, s.label) for s in self.slots]
-
-    def labels(self) -> set[str]:
-        """Labels of the sources currently forwarded."""
-        return {s.label for s in self.slots if s.active}
-
-    def remove(self, label: str) -> bool:
-        """Stop forwarding the sources with `label`; their m-lines go inactive on the next offer."""
+    def remove_source(self, label: str) -> bool:
+        """Stop forwarding every source with `label`; their m-lines go inactive on the next offer."""
         removed = False
-        for slot in self.slots:
+        kept = [(u, lab) for u, lab in self._sources if lab != label]
+        if len(kept) != len(self._sources):
+            self._sources = kept
+            removed = True
+        for slot in self._slots:
             if slot.label == label and slot.active:
                 slot.active = False
                 slot.transceiver.direction = "inactive"
                 removed = True
-                for downtrack in [d for d in self.downtracks if d.mid == slot.transceiver.mid]:
+                downtrack, slot.downtrack = slot.downtrack, None
+                if downtrack is not None:
                     downtrack.stop()
                     self.downtracks.remove(downtrack)
                     self._by_ssrc.pop(downtrack.ssrc, None)
         return removed
 
+    def labels(self) -> set[str]:
+        """Labels of the sources being forwarded, or to be offered next."""
+        return {s.label for s in self._slots if s.active} | {label for _, label in self._sources}
+
+    def slots(self) -> list[SlotInfo]:
+        """Every m-line offered so far, in order (removed ones too, as they stay in the SDP)."""
+        return [SlotInfo(s.transceiver.mid or "", s.uptrack.kind, s.label) for s in self._slots]
+
     def set_enabled(self, label: str, enabled: bool) -> bool:
-        """Pause or resume forwarding of a source without renegotiating."""
+        """Pause or resume forwarding of the sources with `label` without renegotiating;
+        False if none is forwarded (a resumed copy restarts at the next keyframe)."""
         found = False
-        mids = {s.transceiver.mid for s in self.slots if s.label == label and s.active}
-        for downtrack in self.downtracks:
-            if downtrack.mid in mids:
+        for slot in self._slots:
+            if slot.label == label and slot.active and slot.downtrack is not None:
                 found = True
-                if enabled and not downtrack.enabled:
-                    downtrack.enabled = True
-                    downtrack.resync()
-                else:
-                    downtrack.enabled = enabled
+                slot.downtrack.set_enabled(enabled)
         return found
+
+    # -- SDP -------------------------------------------------------------------------------
 
     @property
     def negotiating(self) -> bool:
+        """An offer is out and its answer has not been applied."""
         return self.pc.signalingState == "have-local-offer"
 
-    async def accept_answer(self, answer_sdp: str) -> None:
-        await self._set_remote(answer_sdp, "answer")
-        for slot in self.slots:
-            transceiver, uptrack = slot.transceiver, slot.uptrack
-            if not slot.active or any(d.mid == transceiver.mid for d in self.downtracks):
+    async def offer(self, *, data_channel: str | None = None) -> str:
+        """Offer the sources added since the last offer, after the m-lines offered before
+        (removed ones as inactive); returns the offer SDP. Raises SdpError.
+
+        A source whose publisher closed in the meantime is left out.
+        """
+        if self.closed:
+            raise SdpError("the subscriber is closed", side="local")
+        sources, self._sources = self._sources, []
+        for uptrack, label in sources:
+            if uptrack.closed:
                 continue
-            agreed = aiortc_hooks.negotiated(transceiver)
-            if agreed.codec is None or agreed.codec.mimeType.lower() != uptrack.codec.mimeType.lower():
-                raise MediaError(
-                    "unsupported_codec",
-                    f"the player does not accept {uptrack.codec.mimeType}, the publisher's codec",
-                )
-            ssrc, rtx_ssrc = aiortc_hooks.sender_ssrcs(transceiver.sender)
+            transceiver = self.pc.addTransceiver(IdleTrack(uptrack.kind), direction="sendonly")
+            take_over_rtcp(transceiver.sender)  # tick() sends the SRs, all in one packet
+            transceiver.setCodecPreferences(codec_preferences(uptrack))
+            self._slots.append(Slot(transceiver, uptrack, label))
+        if data_channel is not None and self.data_channel is None:
+            self.attach_channel(self.pc.createDataChannel(data_channel))
+        try:
+            offer = await self.pc.createOffer()
+        except Exception as exc:
+            raise SdpError(f"no offer could be made: {exc}", side="local") from exc
+        await self._set_local(offer)
+        if self._tap is None:
+            transports = dtls_transports(self.pc)
+            if transports:
+                self._tap = TransportTap(transports[0], on_rtcp=self._on_rtcp, on_ready=self._ready)
+        return self.local_sdp()
+
+    async def accept_answer(self, answer_sdp: str) -> None:
+        """Apply the client's answer to the last offer. Raises SdpError, and CodecMismatch when
+        the player refuses a source's codec (the other sources are forwarded regardless)."""
+        if self.closed:
+            raise SdpError("the subscriber is closed", side="local")
+        if not self.negotiating:
+            raise SdpError("no offer is waiting for an answer")
+        await self._set_remote(answer_sdp, "answer")
+        rejected = rejected_mids(answer_sdp)
+        refused = []
+        for slot in self._slots:
+            transceiver, uptrack = slot.transceiver, slot.uptrack
+            if not slot.active or slot.refused or slot.downtrack is not None:
+                continue
+            agreed = negotiated(transceiver)
+            codec = agreed.codec
+            if (
+                transceiver.mid in rejected  # what a browser answers for a codec it lacks
+                or codec is None
+                or codec.payloadType is None
+                or codec.mimeType.lower() != uptrack.codec.mimeType.lower()
+            ):
+                slot.refused = True  # it keeps its m-line and label; later answers skip it
+                refused.append(uptrack.codec.mimeType)
+                continue
+            ssrc, rtx_ssrc = sender_ssrcs(transceiver.sender)
             downtrack = DownTrack(
                 uptrack,
                 mid=transceiver.mid,
                 ssrc=ssrc,
-                payload_type=agreed.codec.payloadType,
+                payload_type=codec.payloadType,
                 rtx_ssrc=rtx_ssrc if agreed.rtx_payload_type is not None else None,
                 rtx_payload_type=agreed.rtx_payload_type,
-                extension=rtp.mid_extension(agreed.extensions.get(MID_URI), transceiver.mid or ""),
-                on_source_closed=self._source_closed,
+                extension=mid_extension(agreed.extensions.get(MID_URI), transceiver.mid or ""),
             )
+            slot.downtrack = downtrack
             self.downtracks.append(downtrack)
             self._by_ssrc[ssrc] = downtrack
         if self._tap is not None and self._tap.ready:
             self._ready()
+        if refused:
+            raise CodecMismatch(f"the player does not accept {', '.join(sorted(set(refused)))}, the publisher's codec")
 
     def _ready(self) -> None:
         if self.closed or self._tap is None:
@@ -182,10 +246,6 @@ class Subscriber(Peer):
         for downtrack in self.downtracks:
             downtrack.start(output)
 
-    def _source_closed(self, downtrack: DownTrack) -> None:
-        if self._on_source_closed is not None:
-            self._on_source_closed(downtrack)
-
     # -- RTCP ----------------------------------------------------------------------------
 
     def _on_rtcp(self, data: bytes) -> None:
@@ -193,7 +253,7 @@ class Subscriber(Peer):
             if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 target = packet.media_ssrc
                 if packet.fmt == RTCP_PSFB_FIR and len(packet.fci) >= 4:
-                    target = rtp.U32.unpack_from(packet.fci, 0)[0]
+                    target = U32.unpack_from(packet.fci, 0)[0]
                 downtrack = self._by_ssrc.get(target)
                 if downtrack is not None:
                     downtrack.request_keyframe()
@@ -214,16 +274,16 @@ class Subscriber(Peer):
             if report is not None:
                 ntp, rtp_ts = report
                 ssrc = downtrack.ssrc
-                reports.append((ssrc, rtp.sender_report(ssrc, ntp, rtp_ts, downtrack.packets, downtrack.octets)))
+                reports.append((ssrc, sender_report(ssrc, ntp, rtp_ts, downtrack.packets, downtrack.octets)))
         if not reports:
             return
-        if self._cname is None and self.slots:
-            self._cname = aiortc_hooks.sender_cname(self.slots[0].transceiver.sender)
+        if self._cname is None and self._slots:
+            self._cname = sender_cname(self._slots[0].transceiver.sender)
         for start in range(0, len(reports), REPORTS_PER_PACKET):
             group = reports[start : start + REPORTS_PER_PACKET]
             packet = b"".join(sr for _, sr in group)
             if self._cname:
-                packet += rtp.sdes_cname(group[0][0], self._cname)
+                packet += sdes_cname(group[0][0], self._cname)
             self._tap.send_rtcp(packet)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -231,13 +291,26 @@ class Subscriber(Peer):
     def _close_children(self) -> None:
         for downtrack in self.downtracks:
             downtrack.stop()
+        self.downtracks.clear()
         if self._tap is not None:
             self._tap.close()
             self._tap = None
         self._by_ssrc.clear()
-        self.slots.clear()
+        self._sources.clear()
+        self._slots.clear()
 
     def dump(self) -> dict[str, Any]:
         out = super().dump()
         out["tracks"] = [d.dump() for d in self.downtracks]
+        out["slots"] = [
+            {
+                "mid": s.transceiver.mid,
+                "kind": s.uptrack.kind,
+                "label": s.label,
+                "trackId": s.uptrack.track_id,
+                "active": s.active,
+                "refused": s.refused,
+            }
+            for s in self._slots
+        ]
         return out

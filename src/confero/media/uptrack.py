@@ -4,17 +4,26 @@ Per packet (the hot path) it peeks the header, keeps sequence/loss state for rec
 and NACKs, detects keyframes only while some DownTrack waits for one, and hands the packet to
 the fan-out engine with the list of its DownTracks' Copies (one call for all copies). No
 awaits, no per-packet objects.
+
+The UpTrack alone keeps the count of its copies that wait for a keyframe (`pending`): a copy
+waits when it attaches, when it resumes after a pause and when the source changes SSRC, and
+stops waiting when the engine reports that it started. Every keyframe request goes through
+the track's `KeyframeRequester` (video only). `TrackRegistry` is a Router's map of the live
+tracks by id, which is how a Subscriber finds its sources.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from confero.media import fanout, rtp
+from confero.media.fanout import Engine, select
+from confero.media.keyframes import KeyframeRequester
+from confero.media.rtp import U32, keyframe_detector
+from confero.media.types import TrackInfo, TrackStats, UnknownTrack
 
 if TYPE_CHECKING:
     from confero.media.downtrack import DownTrack
@@ -35,30 +44,35 @@ class UpTrack:
 
     def __init__(
         self,
+        track_id: str,
         kind: str,
         codec: RTCRtpCodecParameters,
         rtx_payload_type: int | None,
         *,
         nack: bool,
-        request_keyframe: Callable[[UpTrack], None],
+        send_pli: Callable[[UpTrack], bool],
         send_nack: Callable[[UpTrack, list[int]], None],
-        engine: fanout.Engine | None = None,
+        engine: Engine | None = None,
     ) -> None:
+        if codec.payloadType is None:
+            raise ValueError("the track's codec has no payload type")
+        self.track_id = track_id
         self.kind = kind
-        self.engine = engine or fanout.select()
+        self.engine = engine or select()
         self._fanout = self.engine.fanout
         self.codec = codec
-        self.payload_type = codec.payloadType
+        self.payload_type: int = codec.payloadType
         self.rtx_payload_type = rtx_payload_type
-        self.clock_rate = codec.clockRate
+        self.clock_rate: int = codec.clockRate
         self.ssrc: int | None = None
+        self.closed = False
         self.downtracks: list[DownTrack] = []
         self.copies: list[object] = []  # downtracks[i].copy, the list the engine walks
         # the last packets, for its copies' retransmissions (video only: audio is not NACKed)
         self.ring = self.engine.Ring() if kind == "video" else None
-        self.pending = 0  # DownTracks waiting for a keyframe
-        self._is_keyframe = rtp.keyframe_detector(codec.mimeType)
-        self._request_keyframe = request_keyframe
+        self.pending = 0  # attached, enabled copies waiting for a keyframe
+        self.requester = KeyframeRequester(lambda: send_pli(self)) if kind == "video" else None
+        self._is_keyframe = keyframe_detector(codec.mimeType)
         self._send_nack = send_nack if nack else None
         # receive statistics (RFC 3550 A.3)
         self.packets = 0
@@ -96,7 +110,7 @@ class UpTrack:
         if max_seq < 0:
             self._max_seq = seq
             self._base_seq = seq
-            self.clock_ref = (time.time(), ntp_now(), rtp.U32.unpack_from(data, 4)[0])
+            self.clock_ref = (time.time(), ntp_now(), U32.unpack_from(data, 4)[0])
         else:
             delta = (seq - max_seq) & 0xFFFF
             if delta == 0:
@@ -121,8 +135,7 @@ class UpTrack:
         if self.copies:
             started = self._fanout(self.copies, data, offset, keyframe, self.ring)
             if started is not None:
-                for downtrack in [self.downtracks[i] for i in started]:
-                    downtrack.started()
+                self.pending -= len(started)
 
     def _gap(self, max_seq: int, delta: int) -> None:
         now = time.monotonic()
@@ -137,31 +150,48 @@ class UpTrack:
         assert self._send_nack is not None
         self._send_nack(self, lost)
 
-    # -- control -------------------------------------------------------------------------
+    # -- copies ----------------------------------------------------------------------------
+    #
+    # `pending` counts the attached copies that are enabled and wait for a keyframe: only
+    # those can start on one (a paused copy never starts). Every change of that state goes
+    # through the four methods below, and the fan-out's started indices take it back down.
 
     def attach(self, downtrack: DownTrack) -> None:
-        if downtrack not in self.downtracks:
-            if not isinstance(downtrack.copy, self.engine.Copy):
-                raise TypeError(f"a {type(downtrack.copy).__name__} cannot join the {self.engine.name} fan-out")
-            self.downtracks.append(downtrack)
-            self.copies.append(downtrack.copy)
+        """Forward to `downtrack` from the next keyframe, which is requested now."""
+        if self.closed or downtrack in self.downtracks:
+            return
+        if not isinstance(downtrack.copy, self.engine.Copy):
+            raise TypeError(f"a {type(downtrack.copy).__name__} cannot join the {self.engine.name} fan-out")
+        self.downtracks.append(downtrack)
+        self.copies.append(downtrack.copy)
+        if downtrack.waiting and downtrack.enabled:
             self.pending += 1
-            self.request_keyframe()
+            self.request_keyframe("join")
 
     def detach(self, downtrack: DownTrack) -> None:
         if downtrack in self.downtracks:
             index = self.downtracks.index(downtrack)
             del self.downtracks[index]
             del self.copies[index]
-            if downtrack.waiting:
+            if downtrack.waiting and downtrack.enabled:
                 self.pending -= 1
 
-    def started(self, downtrack: DownTrack) -> None:
-        """A DownTrack got its keyframe and no longer needs detection."""
-        self.pending -= 1
+    def set_enabled(self, downtrack: DownTrack, enabled: bool) -> None:
+        """Pause or resume an attached copy; a resumed copy restarts at the next keyframe."""
+        if downtrack not in self.downtracks or downtrack.enabled == enabled:
+            return
+        downtrack.copy.enabled = enabled
+        if not enabled:
+            if downtrack.waiting:
+                self.pending -= 1
+            return
+        downtrack.restart()
+        self.pending += 1
+        self.request_keyframe("resume")
 
     def reset_source(self) -> None:
-        """The publisher restarted this track with a new SSRC: start the statistics afresh."""
+        """The publisher restarted this track with a new SSRC: start the statistics afresh,
+        and every started copy again at the new source's first keyframe."""
         self._max_seq = -1
         self._cycles = 0
         self._expected_prior = self._received_prior = self.packets = 0
@@ -170,12 +200,23 @@ class UpTrack:
         self.has_sender_report = False
         if self.ring is not None:
             self.ring.clear()  # the old source's sequence numbers mean nothing now
+        if self.requester is not None:
+            self.requester.reset()
+        restarted = False
         for downtrack in self.downtracks:
-            downtrack.resync()
+            if not downtrack.waiting and downtrack.enabled:
+                downtrack.restart()
+                self.pending += 1
+                restarted = True
+        if restarted:
+            self.request_keyframe("resync")
 
-    def request_keyframe(self) -> None:
-        if self.kind == "video":
-            self._request_keyframe(self)
+    def request_keyframe(self, reason: str) -> bool:
+        """Ask the publisher for a keyframe (video; rate-limited). True when a PLI went out."""
+        requester = self.requester
+        return requester is not None and requester.request(reason)
+
+    # -- publisher clock, NACKs, receiver reports --------------------------------------------
 
     def on_sender_report(self, ntp: int, rtp_ts: int) -> None:
         self.clock_ref = (time.time(), ntp, rtp_ts)
@@ -221,7 +262,25 @@ class UpTrack:
             fraction = (lost_interval << 8) // expected_interval
         return min(fraction, 255), min(lost, 0x7FFFFF), extended & 0xFFFFFFFF, 0
 
+    # -- values, lifecycle -------------------------------------------------------------------
+
+    def info(self) -> TrackInfo:
+        return TrackInfo(self.track_id, self.kind, self.codec.mimeType)
+
+    def stats(self) -> TrackStats:
+        return TrackStats(
+            track_id=self.track_id,
+            kind=self.kind,
+            codec=self.codec.mimeType,
+            packets=self.packets,
+            octets=self.octets,
+            keyframes=self.keyframes,
+            keyframe_requests=self.requester.sent if self.requester is not None else 0,
+        )
+
     def close(self) -> None:
+        """Idempotent: the publisher is gone; every copy lets go of the track."""
+        self.closed = True
         for downtrack in list(self.downtracks):
             downtrack.source_closed()
         self.downtracks.clear()
@@ -230,6 +289,7 @@ class UpTrack:
 
     def dump(self) -> dict[str, object]:
         return {
+            "trackId": self.track_id,
             "kind": self.kind,
             "codec": self.codec.mimeType,
             "ssrc": self.ssrc,
@@ -239,4 +299,44 @@ class UpTrack:
             "missing": len(self.missing),
             "recovered": self.recovered,
             "downtracks": len(self.downtracks),
+            "pending": self.pending,
+            "keyframeRequests": self.requester.dump() if self.requester is not None else None,
         }
+
+
+class TrackRegistry:
+    """The live published tracks of one Router, by track id (unique per Router)."""
+
+    def __init__(self) -> None:
+        self._tracks: dict[str, UpTrack] = {}
+        self._count = 0
+
+    def new_id(self, name: str, kind: str) -> str:
+        """A fresh id: "<publisher name>/<kind>/<n>", n counting every track of the Router."""
+        self._count += 1
+        return f"{name}/{kind}/{self._count}"
+
+    def add(self, uptrack: UpTrack) -> None:
+        if uptrack.track_id in self._tracks:
+            raise ValueError(f"track id {uptrack.track_id!r} is already live")
+        self._tracks[uptrack.track_id] = uptrack
+
+    def remove(self, uptrack: UpTrack) -> None:
+        if self._tracks.get(uptrack.track_id) is uptrack:
+            del self._tracks[uptrack.track_id]
+
+    def get(self, track_id: str) -> UpTrack:
+        """The live track with this id. Raises UnknownTrack."""
+        uptrack = self._tracks.get(track_id)
+        if uptrack is None:
+            raise UnknownTrack(f"no live track {track_id!r}")
+        return uptrack
+
+    def __contains__(self, track_id: object) -> bool:
+        return track_id in self._tracks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._tracks))
+
+    def __len__(self) -> int:
+        return len(self._tracks)
