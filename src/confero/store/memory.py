@@ -126,11 +126,12 @@ class MemoryStore:
         return self._pop(self._tokens, app, token_id)
 
     # -- lifecycle / debug ----------------------------------------------
-    async def flush(self) -> None:
-        return None
+    def flush(self) -> Coroutine[Any, Any, None]:
+        return _ready(None)
 
-    async def close(self) -> None:
+    def close(self) -> Coroutine[Any, Any, None]:
         self._closed = True
+        return _ready(None)
 
     def dump(self) -> Coroutine[Any, Any, dict[str, int]]:
         self._check()

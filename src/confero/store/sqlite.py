@@ -353,24 +353,30 @@ class SqliteStore:
         return _existed(self._delete("tokens", "token_id", app, token_id))
 
     # -- lifecycle / debug ----------------------------------------------
-    async def flush(self) -> None:
+    def flush(self) -> Coroutine[Any, Any, None]:
         if self._closed:
-            if self._closing is not None:
-                await _result(self._closing)
-            return
-        await self._call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            return _result(self._closing) if self._closing is not None else _done()
+        return self._call(_checkpoint)
 
-    async def close(self) -> None:
+    def close(self) -> Coroutine[Any, Any, None]:
         if self._closing is None:
             self._closed = True
             # Behind every queued job: those run first, so close() persists them.
             self._closing = self._worker.submit(self._close_conn)
             self._worker.shutdown(wait=False)  # refuse new jobs; the thread ends after this one
-        await _result(self._closing)
+        return self._closed_and_joined(self._closing)
+
+    async def _closed_and_joined(self, closing: Future[None]) -> None:
+        await _result(closing)
         self._worker.shutdown(wait=True)  # joins the thread, which has nothing left to run
 
     def dump(self) -> Coroutine[Any, Any, dict[str, int]]:
         return self._call(self._dump)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    # PASSIVE completes here (this is the only connection); it syncs the WAL, then the database.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 async def _result(fut: Future[_T]) -> _T:
