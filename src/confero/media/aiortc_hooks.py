@@ -179,8 +179,11 @@ def install_ice_patches() -> None:
 
 def set_ice_policy(policy: IcePolicy | None) -> contextvars.Token[IcePolicy | None]:
     """Apply `policy` to peers created from the current context (and tasks it spawns)."""
-    install_ice_patches()
     return _policy.set(policy)
+
+
+def ice_patches_installed() -> bool:
+    return bool(getattr(aioice.ice.get_host_addresses, "_confero_patched", False))
 
 
 def reset_ice_policy(token: contextvars.Token[IcePolicy | None]) -> None:

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from confero.media.aiortc_hooks import check_versions, install_ice_patches
+from confero.media.aiortc_hooks import check_versions, ice_patches_installed
 from confero.media.peer import OnClosed, OnConnected, OnData, PeerConfig
 from confero.media.publisher import Publisher
 from confero.media.subscriber import Subscriber
@@ -41,8 +41,10 @@ class Router:
         self.closed = False
 
     async def start(self) -> None:
+        """Start the housekeeping tick. The process installs aioice's hooks first (`server.serve`)."""
         check_versions()
-        install_ice_patches()
+        if not ice_patches_installed():
+            raise RuntimeError("install the ICE hooks first: aiortc_hooks.install_ice_patches() (server.serve does)")
         if self._task is None:
             self._loop = asyncio.get_running_loop()
             self.config.engine.bind_loop(self._loop)
