@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from confero import __version__
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support.amsclient import AmsSocket, Player, Publisher
 
 pytestmark = pytest.mark.integration
 

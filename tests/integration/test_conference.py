@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support.amsclient import AmsSocket, Player, Publisher
 
 pytestmark = pytest.mark.integration
 

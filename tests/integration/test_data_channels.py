@@ -14,7 +14,7 @@ import pytest
 from aiortc import RTCDataChannel
 
 from confero.server import Server
-from tests.amsclient import AmsError, AmsSocket, Player, Publisher
+from tests.support.amsclient import AmsError, AmsSocket, Player, Publisher
 
 pytestmark = pytest.mark.integration
 

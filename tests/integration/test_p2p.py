@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsError, AmsSocket, PeerClient
+from tests.support.amsclient import AmsError, AmsSocket, PeerClient
 
 pytestmark = pytest.mark.integration
 

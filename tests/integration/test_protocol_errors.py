@@ -8,7 +8,7 @@ import json
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support.amsclient import AmsSocket, Player, Publisher
 
 pytestmark = pytest.mark.integration
 
@@ -174,7 +174,7 @@ async def test_publish_that_never_connects_times_out(server: Server) -> None:
         await sock.wait_for("start")
         # An offer whose ICE credentials lead nowhere: the client never answers checks.
         offer_pc = publisher  # keep a reference for close()
-        from tests.amsclient import build_publisher_pc
+        from tests.support.amsclient import build_publisher_pc
 
         media = build_publisher_pc("VP8")
         await media.pc.setLocalDescription(await media.pc.createOffer())

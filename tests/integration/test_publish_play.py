@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support.amsclient import AmsSocket, Player, Publisher
 
 # Both fan-out engines (compiled and pure Python) forward, retransmit and report the same.
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("server", ["compiled", "python"], indirect=True)]

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support.amsclient import AmsSocket, Player, Publisher
 
 pytestmark = pytest.mark.integration
 

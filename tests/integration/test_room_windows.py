@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsSocket
+from tests.support.amsclient import AmsSocket
 from tests.integration.test_conference import Member, close_all, eventually
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from aiortc.rtp import RtcpPacket, RtcpSrPacket
 
 from confero.server import Server
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support.amsclient import AmsSocket, Player, Publisher
 
 # Both fan-out engines (compiled and pure Python) forward, retransmit and report the same.
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("server", ["compiled", "python"], indirect=True)]

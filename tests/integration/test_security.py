@@ -21,8 +21,8 @@ import pytest
 from confero.auth import jwt
 from confero.server import Server
 from confero.settings import AppSettings
-from tests.amsclient import AmsError, AmsSocket, Player, Publisher
-from tests.conftest import assert_no_leaks, assert_no_pending_tasks, make_settings
+from tests.support.amsclient import AmsError, AmsSocket, Player, Publisher
+from tests.support.server import assert_no_leaks, assert_no_pending_tasks, make_settings
 
 pytestmark = pytest.mark.integration
 
