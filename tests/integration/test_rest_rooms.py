@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 
 from confero.server import Server
-from tests.integration.test_conference import Member, close_all, eventually
+from tests.integration.test_conference import Member, close_all
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,9 @@ import aiohttp
 import pytest
 
 from confero.server import Server
+from tests.integration.test_conference import Member, close_all
+from tests.support import eventually
 from tests.support.amsclient import AmsSocket
-from tests.integration.test_conference import Member, close_all, eventually
 
 pytestmark = pytest.mark.integration
 
