@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,12 +16,6 @@ pytestmark = pytest.mark.integration
 
 APP = "WebRTCAppEE"
 ROOM_FIELDS = {"roomId", "startDate", "endDate", "roomStreamList", "mode", "originAdress"}
-
-
-@pytest.fixture
-async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as session:
-        yield session
 
 
 def rooms(path: str = "", app: str = APP) -> str:
