@@ -10,6 +10,7 @@ CONFERO_TEST_SDK_DIR=/path/to/its/src/main/js runs every test here on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -170,11 +171,22 @@ async def test_three_participant_conference(server: Server, context_with_sdk: An
             await tab.wait(f"s.remoteIds.length === 2 && {js(others)}.every(id => s.remoteIds.includes(id))")
         for tab in tabs:
             await frames_advance(tab, REMOTE_TILES, 2)
-        # Each tile carries the participant's name (from roomInformation's streamList).
+        # Each tile carries the participant's name (from roomInformation's streamList, which
+        # a page may ask for again after a later member joined: until then the tile shows its id).
         for tab, name in zip(tabs, names, strict=True):
-            labels = await tab.page.eval_on_selector_all(".tile:not(.local) .name", "e => e.map(x => x.textContent)")
-            labels.sort()
-            assert labels == sorted(n for n in names if n != name)
+            expected = sorted(n for n in names if n != name)
+            labels: list[str] = []
+
+            async def named(tab: Tab = tab, expected: list[str] = expected) -> bool:
+                nonlocal labels
+                labels = sorted(
+                    await tab.page.eval_on_selector_all(".tile:not(.local) .name", "e => e.map(x => x.textContent)")
+                )
+                return labels == expected
+
+            with contextlib.suppress(AssertionError):  # the page polls roomInformation every 5 s
+                await eventually(named, timeout=15, what=f"tiles named {expected}", interval=0.1)
+            assert labels == expected
             assert await tab.page.get_attribute("#localVideo", "muted") is not None
         await alice.page.screenshot(path=str(artifact("conference-3.png")))
 
