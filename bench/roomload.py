@@ -80,6 +80,7 @@ from loadgen import (  # noqa: E402
     run_on_loop,
     starts_keyframe,
 )
+from tests.support import eventually  # noqa: E402
 from tests.support.amsclient import (  # noqa: E402
     AmsSocket,
     Message,
@@ -922,16 +923,18 @@ class Generator:
         else:
             for coro in subs:
                 coro.close()
-        # Wait for every subscriber to see every source's first keyframe (bounded).
-        deadline = time.monotonic() + self.args.first_frame_wait
-        while time.monotonic() < deadline:
-            if all(
-                p.sink is not None
-                and sum(1 for s in p.sink.sources.values() if s.kind == "video" and s.key_ns) >= m - 1
-                for p in everyone
-            ):
-                break
-            await asyncio.sleep(0.05)
+        # Wait for every subscriber to see every source's first keyframe (bounded; then report).
+        with contextlib.suppress(AssertionError):
+            await eventually(
+                lambda: all(
+                    p.sink is not None
+                    and sum(1 for s in p.sink.sources.values() if s.kind == "video" and s.key_ns) >= m - 1
+                    for p in everyone
+                ),
+                timeout=self.args.first_frame_wait,
+                what="every source's first keyframe at every subscriber",
+                interval=0.05,
+            )
         joins = []
         complete = 0
         for p in everyone:
