@@ -1,7 +1,9 @@
 """Load generator for bench/quick.py: one replaying publisher and K counting players, in one process.
 
 Everything talks to a Confero server on 127.0.0.1 over Ant Media's WebSocket protocol
-(/work/shared/protocol.md §3.1 publish, §3.2 play) with aiortc peers, gathering 127.0.0.1 only.
+(docs/protocol.md §3.1 publish, §3.2 play) with aiortc peers, gathering 127.0.0.1 only. The
+signaling is the test suite's Ant Media client (tests/support/amsclient.py); the RTP helpers
+are Confero's own (confero.media.rtp).
 
 * Publisher: VP8 is encoded ONCE at start-up (PyAV/libvpx, `--frames` frames, a keyframe every
   `--gop` frames, ~10 packets per delta frame at 640x480), then replayed as `av.Packet`s at a
@@ -38,19 +40,27 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-import aiohttp
-import aioice.ice
 import av
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCSessionDescription,
-)
+from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))  # this tree's confero
+sys.path.insert(0, str(REPO))  # tests.support: the client
+
+from confero.media import rtp  # noqa: E402
+from tests.support import eventually  # noqa: E402
+from tests.support.amsclient import (  # noqa: E402
+    AmsSocket,
+    Message,
+    Player,
+    Publisher,
+    build_publisher_pc,
+    loopback_only,
+)
 
 logger = logging.getLogger("bench.loadgen")
 
@@ -60,53 +70,14 @@ RCVBUF = 4 << 20
 
 # ------------------------------------------------------------------------------------ helpers
 
-
-def loopback_only() -> None:
-    """aioice skips 127.0.0.1 by default; gather on loopback only (no traffic leaves the host)."""
-
-    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"] if use_ipv4 else []
-
-    aioice.ice.get_host_addresses = host_addresses
+#: WebSocket messages a bench client keeps (its clients live for the whole run)
+HISTORY = 200
 
 
-def new_pc() -> RTCPeerConnection:
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
-
-
-async def wait_connected(pc: RTCPeerConnection, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while pc.connectionState != "connected":
-        if pc.connectionState in ("failed", "closed"):
-            raise ConnectionError(f"peer connection {pc.connectionState}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not connected after {timeout}s (state {pc.connectionState})")
-        await asyncio.sleep(0.01)
-
-
-def vp8_keyframe_start(payload: bytes) -> bool:
-    """RTP payload (VP8 descriptor first) starts a key frame."""
-    if not payload or not payload[0] & 0x10 or payload[0] & 0x07:
-        return False
-    i = 1
-    if payload[0] & 0x80:
-        x = payload[i]
-        i += 1
-        if x & 0x80:
-            i += 2 if payload[i] & 0x80 else 1
-        if x & 0x40:
-            i += 1
-        if x & 0x30:
-            i += 1
-    return len(payload) > i and not payload[i] & 0x01
-
-
-def rtp_payload(data: bytes) -> bytes:
-    b0 = data[0]
-    offset = 12 + 4 * (b0 & 0x0F)
-    if b0 & 0x10:
-        offset += 4 + 4 * ((data[offset + 2] << 8) | data[offset + 3])
-    return data[offset:]
+def starts_keyframe(packet: bytes) -> bool:
+    """An RTP packet (VP8 payload) that starts a key frame."""
+    offset = rtp.payload_offset(packet)
+    return offset >= 0 and rtp.vp8_is_keyframe(packet[offset:])
 
 
 # --------------------------------------------------------------------------- pre-encoded VP8
@@ -205,106 +176,38 @@ class ReplayTrack(MediaStreamTrack):
         return packet
 
 
-# -------------------------------------------------------------------------------- signaling
-
-
-class Signal:
-    """One WebSocket to the server; incoming JSON messages go to a queue."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.history: list[dict[str, Any]] = []
-        self._session: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(self.url, autoping=True)
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self._ws is not None
-        async for frame in self._ws:
-            if frame.type == aiohttp.WSMsgType.TEXT:
-                try:
-                    msg = json.loads(frame.data)
-                except ValueError:
-                    continue
-                if isinstance(msg, dict):
-                    self.history.append(msg)
-                    del self.history[:-50]
-                    self.queue.put_nowait(msg)
-        self.queue.put_nowait({"command": "_closed"})
-
-    async def send(self, msg: dict[str, Any]) -> None:
-        assert self._ws is not None
-        await self._ws.send_str(json.dumps(msg))
-
-    async def wait_for(self, command: str, timeout: float, **fields: Any) -> dict[str, Any]:
-        """Next message with this command (and fields); raises on error/close/timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no {command} {fields} within {timeout}s; recent {self.history[-5:]}")
-            msg = await asyncio.wait_for(self.queue.get(), remaining)
-            if msg.get("command") == "error":
-                raise RuntimeError(f"server error: {msg}")
-            if msg.get("command") == "_closed":
-                raise ConnectionError("websocket closed by the server")
-            if msg.get("command") == command and all(msg.get(k) == v for k, v in fields.items()):
-                return msg
-
-    async def close(self) -> None:
-        if self._ws is not None and not self._ws.closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 3)
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
-        if self._session is not None:
-            await self._session.close()
-
-
 # --------------------------------------------------------------------------------- publisher
 
 
 class BenchPublisher:
-    def __init__(self, url: str, stream_id: str, track: ReplayTrack) -> None:
-        self.signal = Signal(url)
+    """Publishes the replayed VP8 (video only) on its own WebSocket."""
+
+    def __init__(self, url: tuple[str, int, str], stream_id: str, track: ReplayTrack) -> None:
+        self.host, self.port, self.app = url
         self.stream_id = stream_id
         self.track = track
-        self.pc: RTCPeerConnection | None = None
-        self.sender: RTCRtpSender | None = None
+        self.sock: AmsSocket | None = None
+        self.publisher: Publisher | None = None
+
+    @property
+    def pc(self) -> RTCPeerConnection | None:
+        return self.publisher.pc if self.publisher is not None else None
+
+    @property
+    def sender(self) -> Any:
+        media = self.publisher.media if self.publisher is not None else None
+        return media.video_transceiver.sender if media is not None and media.video_transceiver is not None else None
 
     async def start(self, timeout: float) -> None:
-        await self.signal.open()
-        await self.signal.send({"command": "publish", "streamId": self.stream_id, "video": True, "audio": False})
-        await self.signal.wait_for("start", timeout, streamId=self.stream_id)
-        self.pc = new_pc()
-        transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
-        caps = RTCRtpSender.getCapabilities("video").codecs
-        transceiver.setCodecPreferences(
-            [c for c in caps if c.mimeType.lower() == "video/vp8"]
-            + [c for c in caps if c.mimeType.lower() == "video/rtx"]
+        self.sock = await AmsSocket.connect(self.port, self.app, host=self.host, history_limit=HISTORY)
+        self.publisher = Publisher(
+            self.sock,
+            self.stream_id,
+            with_audio=False,
+            media_factory=lambda: build_publisher_pc("VP8", with_audio=False, video_track=self.track),
         )
-        self.sender = transceiver.sender
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        await self.signal.send(
-            {
-                "command": "takeConfiguration",
-                "streamId": self.stream_id,
-                "type": "offer",
-                "sdp": self.pc.localDescription.sdp,
-            }
-        )
-        answer = await self.signal.wait_for("takeConfiguration", timeout, streamId=self.stream_id, type="answer")
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        await wait_connected(self.pc, timeout)
-        await self.signal.wait_for("notification", timeout, definition="publish_started")
+        await self.publisher.start(timeout)
+        await self.sock.wait_for("notification", "publish_started", stream_id=self.stream_id, timeout=timeout)
 
     @property
     def packets_sent(self) -> int:
@@ -315,28 +218,25 @@ class BenchPublisher:
         return self.sender._RTCRtpSender__octet_count if self.sender is not None else 0  # type: ignore[attr-defined]
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.signal.send({"command": "stop", "streamId": self.stream_id})
         self.track.stop()
-        if self.pc is not None:
+        if self.publisher is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pc.close(), 5)
-        await self.signal.close()
+                await asyncio.wait_for(self.publisher.stop(), 5)
+        if self.sock is not None:
+            await self.sock.close()
 
 
 # ------------------------------------------------------------------------------------ player
 
 
-class CountingPlayer:
+class CountingPlayer(Player):
     """Plays the stream; counts SRTP datagrams without decrypting (except a sample) or decoding."""
 
     SAMPLE_EVERY = 256
 
-    def __init__(self, url: str, stream_id: str, index: int) -> None:
-        self.signal = Signal(url)
-        self.stream_id = stream_id
+    def __init__(self, sock: AmsSocket, stream_id: str, index: int) -> None:
+        super().__init__(sock, stream_id, count_media=False)
         self.index = index
-        self.pc: RTCPeerConnection | None = None
         self.received = 0  # SRTP datagrams seen on the nominated socket (media SSRC)
         self.other = 0  # SRTP with another SSRC (RTX)
         self.before_hook = 0  # RTP that arrived through aiortc's DTLS loop before the socket hook
@@ -352,10 +252,15 @@ class CountingPlayer:
         self.bytes = 0
         self.first_at: float | None = None
 
+    @classmethod
+    async def open(cls, url: tuple[str, int, str], stream_id: str, index: int) -> CountingPlayer:
+        host, port, app = url
+        return cls(await AmsSocket.connect(port, app, host=host, history_limit=HISTORY), stream_id, index)
+
     def _check_plain(self, plain: bytes) -> None:
         ok = (plain[1] & 0x7F) == self.payload_type
         if self.first_is_keyframe is None:
-            self.first_is_keyframe = vp8_keyframe_start(rtp_payload(plain))
+            self.first_is_keyframe = starts_keyframe(plain)
         if ok:
             self.samples_ok += 1
         else:
@@ -364,16 +269,13 @@ class CountingPlayer:
     def _count(self, data: bytes) -> None:
         count_sequence(self, (data[2] << 8) | data[3])
 
-    async def start(self, timeout: float) -> None:
-        await self.signal.open()
-        await self.signal.send({"command": "play", "streamId": self.stream_id, "trackList": []})
-        offer = await self.signal.wait_for("takeConfiguration", timeout, streamId=self.stream_id, type="offer")
-        pc = self.pc = new_pc()
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+    def before_answer(self, pc: RTCPeerConnection, offer: Message) -> None:
+        """Before any media: note the VP8 payload type; decrypted RTP is counted, never decoded."""
+        if self.payload_type is not None:
+            return  # a re-offer: the hooks are in place
         transceivers = pc.getTransceivers()
         codec = next(c for c in transceivers[0]._codecs if c.mimeType.lower() == "video/vp8")
         self.payload_type = codec.payloadType
-        dtls = transceivers[0].receiver.transport
 
         async def no_decode(data: bytes, arrival_time_ms: int) -> None:
             # Before the socket hook: decrypted RTP from aiortc's loop. Count, never decode.
@@ -385,18 +287,12 @@ class CountingPlayer:
             if self.first_at is None:
                 self.first_at = time.monotonic()
 
-        dtls._handle_rtp_data = no_decode  # instance attribute wins over the method
-        await pc.setLocalDescription(await pc.createAnswer())
-        await self.signal.send(
-            {
-                "command": "takeConfiguration",
-                "streamId": self.stream_id,
-                "type": "answer",
-                "sdp": pc.localDescription.sdp,
-            }
-        )
-        await wait_connected(pc, timeout)
-        self._hook_socket(dtls)
+        transceivers[0].receiver.transport._handle_rtp_data = no_decode  # instance attribute wins over the method
+
+    async def start(self, timeout: float = 10.0) -> None:
+        await super().start(timeout)
+        assert self.pc is not None
+        self._hook_socket(self.pc.getTransceivers()[0].receiver.transport)
 
     def _hook_socket(self, dtls: Any) -> None:
         pair = dtls.transport._connection._nominated.get(1)
@@ -455,11 +351,8 @@ class CountingPlayer:
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.signal.send({"command": "stop", "streamId": self.stream_id})
-        if self.pc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pc.close(), 5)
-        await self.signal.close()
+            await asyncio.wait_for(self.stop(), 5)
+        await self.sock.close()
 
 
 # ------------------------------------------------------------------------------------- main
@@ -513,11 +406,11 @@ def cpu_seconds() -> float:
 async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.max_seconds
-    url = f"ws://{args.host}:{args.port}/{args.app}/websocket"
+    url = (args.host, args.port, args.app)
     t0 = time.monotonic()
     frames = encode_vp8(args.frames, args.gop, args.width, args.height, args.bitrate, args.noise)
     per_frame = [math.ceil(len(b) / (VP8_PAYLOAD_MAX - 4)) for b, _ in frames]
-    key_packets = [p for p, (_, k) in zip(per_frame, frames) if k]
+    key_packets = [p for p, (_, k) in zip(per_frame, frames, strict=True) if k]
     encode_s = time.monotonic() - t0
     track = ReplayTrack(frames, args.fps, args.max_seconds)
     publisher = BenchPublisher(url, args.stream, track)
@@ -562,14 +455,19 @@ async def run(args: argparse.Namespace) -> int:
                 try:
                     while len(players) > n:
                         await players.pop().close()
-                    new = [CountingPlayer(url, args.stream, i) for i in range(len(players), n)]
+                    new = [await CountingPlayer.open(url, args.stream, i) for i in range(len(players), n)]
                     players.extend(new)
                     # Join in small batches so ICE/DTLS handshakes do not starve each other.
                     for i in range(0, len(new), 4):
                         await asyncio.gather(*(p.start(args.timeout) for p in new[i : i + 4]))
-                    wait_until = time.monotonic() + float(cmd.get("wait", args.timeout))
-                    while any(p.received == 0 for p in players) and time.monotonic() < wait_until:
-                        await asyncio.sleep(0.05)
+                    # Bounded: up to `wait` s for every player's first packet, then report.
+                    with contextlib.suppress(AssertionError):
+                        await eventually(
+                            lambda: all(p.received > 0 for p in players),
+                            timeout=float(cmd.get("wait", args.timeout)),
+                            what="every player's first packet",
+                            interval=0.05,
+                        )
                     emit(
                         {
                             "event": "subs",

@@ -3,8 +3,8 @@
 Every participant publishes pre-encoded VP8 (default 1 Mbit/s, 30 fps) plus Opus (20 ms
 frames) and plays every other participant of its room, against either server:
 
-* `--server confero`: Ant Media's WebSocket protocol (/work/shared/protocol.md §3.3, the
-  multitrack conference flow): `joinRoom` -> `publish` (mainTrack = room) -> once every member
+* `--server confero`: Ant Media's WebSocket protocol (docs/protocol.md §3.3, the
+  multitrack conference flow, signaled with the test suite's client, tests/support/amsclient.py): `joinRoom` -> `publish` (mainTrack = room) -> once every member
   publishes, `play` of the room (one peer connection carrying the other members' tracks,
   `trackList: ["!<own id>"]`); later re-offers are answered.
 * `--server janus`: Janus's VideoRoom over its HTTP API (long-poll): create session, attach
@@ -65,20 +65,31 @@ import av
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs.vpx import Vp8Encoder
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from confero.media.aiortc_hooks import IdleTrack
-from confero.media.rtp import mid_extension
-from loadgen import (
+BENCH = os.path.dirname(os.path.abspath(__file__))
+# bench/ (loadgen), the repository (tests.support: the client) and this tree's confero
+for path in (os.path.join(os.path.dirname(BENCH), "src"), os.path.dirname(BENCH), BENCH):
+    sys.path.insert(0, path)
+from confero.media.aiortc_hooks import IdleTrack  # noqa: E402
+from confero.media.rtp import mid_extension  # noqa: E402
+from loadgen import (  # noqa: E402
+    HISTORY,
     Commands,
-    Signal,
     count_sequence,
     emit,
     encode_vp8,
-    loopback_only,
-    new_pc,
-    rtp_payload,
     run_on_loop,
-    vp8_keyframe_start,
+    starts_keyframe,
+)
+from tests.support import eventually  # noqa: E402
+from tests.support.amsclient import (  # noqa: E402
+    AmsSocket,
+    Message,
+    Player,
+    Publisher,
+    PublisherMedia,
+    loopback_only,
+    new_peer_connection,
+    wait_for_connected,
 )
 
 logger = logging.getLogger("bench.roomload")
@@ -167,6 +178,13 @@ def add_send_transceivers(pc: RTCPeerConnection) -> None:
         t.setCodecPreferences(
             [c for c in caps if c.mimeType.lower() == mime] + [c for c in caps if c.mimeType.lower() == f"{kind}/rtx"]
         )
+
+
+def idle_publisher_media() -> PublisherMedia:
+    """A publisher's pc for RawSender: idle audio and video senders (RawSender sends the RTP)."""
+    pc = new_peer_connection()
+    add_send_transceivers(pc)
+    return PublisherMedia(pc=pc, video=None, audio=None, video_transceiver=None, audio_transceiver=None)
 
 
 class RawSender:
@@ -381,7 +399,7 @@ class Sink:
 
     def _plain(self, plain: bytes, st: SourceStat, kernel: bool) -> None:
         now = time.time_ns()
-        if st.kind == "video" and not st.key_ns and vp8_keyframe_start(rtp_payload(plain)):
+        if st.kind == "video" and not st.key_ns and starts_keyframe(plain):
             st.key_ns = now
         if len(plain) < 24 or plain[-12:-8] != MAGIC:
             self.totals.bad_stamps += 1
@@ -511,17 +529,39 @@ class Sink:
         return {"sources": out, "expected": self.expected_sources}
 
 
-async def wait_connected(pc: RTCPeerConnection, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while pc.connectionState != "connected":
-        if pc.connectionState in ("failed", "closed"):
-            raise ConnectionError(f"peer connection {pc.connectionState}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not connected after {timeout}s (state {pc.connectionState})")
-        await asyncio.sleep(0.01)
-
-
 # ------------------------------------------------------------------------ Confero (AMS) client
+
+
+class RoomPlay(Player):
+    """A participant's play of its room: counted by its Sink, re-offers answered on the same pc."""
+
+    def __init__(self, participant: ConferoParticipant, sink: Sink) -> None:
+        super().__init__(
+            participant.sock,
+            participant.room,
+            room=participant.room,
+            track_list=["!" + participant.stream_id],
+            extra={
+                "token": "",
+                "subscriberId": "",
+                "subscriberCode": "",
+                "viewerInfo": "",
+                "role": "",
+                "userPublishId": participant.stream_id,
+            },
+            count_media=False,
+        )
+        self.totals = participant.gen.totals
+        self.sink = sink
+
+    def before_answer(self, pc: RTCPeerConnection, offer: Message) -> None:
+        if len(self.offers) == 1:
+            self.sink.hook_dtls(pc)  # before any media: decrypted RTP is counted, never decoded
+
+    def after_answer(self, pc: RTCPeerConnection, offer: Message) -> None:
+        self.sink.set_kinds(pc)
+        if len(self.offers) > 1:
+            self.totals.reoffers += 1  # the server re-offers the room when members come or go
 
 
 class ConferoParticipant:
@@ -531,16 +571,23 @@ class ConferoParticipant:
         self.gen = gen
         self.room = room
         self.stream_id = f"{room}-p{index}"
-        self.signal = Signal(gen.ws_url)
-        self.pub_pc: RTCPeerConnection | None = None
-        self.sub_pc: RTCPeerConnection | None = None
+        self.sock: AmsSocket | None = None
+        self.publisher: Publisher | None = None
+        self.play: RoomPlay | None = None
         self.sender = RawSender(gen.media, gen.totals)
         self.sink: Sink | None = None
-        self._reoffers: asyncio.Task[None] | None = None
+
+    @property
+    def pub_pc(self) -> RTCPeerConnection | None:
+        return self.publisher.pc if self.publisher is not None else None
+
+    @property
+    def sub_pc(self) -> RTCPeerConnection | None:
+        return self.play.pc if self.play is not None else None
 
     async def publish(self, timeout: float) -> None:
-        await self.signal.open()
-        await self.signal.send(
+        sock = self.sock = await AmsSocket.connect(self.gen.args.port, self.gen.args.app, history_limit=HISTORY)
+        await sock.send(
             {
                 "command": "joinRoom",
                 "room": self.room,
@@ -552,114 +599,50 @@ class ConferoParticipant:
                 "metadata": "",
             }
         )
-        await self.signal.wait_for("notification", timeout, definition="joinedTheRoom")
-        await self.signal.send(
-            {
-                "command": "publish",
-                "streamId": self.stream_id,
+        await sock.wait_for("notification", "joinedTheRoom", timeout=timeout)
+        self.publisher = Publisher(
+            sock,
+            self.stream_id,
+            extra={
                 "token": "",
                 "subscriberId": "",
                 "subscriberCode": "",
                 "streamName": self.stream_id,
                 "mainTrack": self.room,
-                "video": True,
-                "audio": True,
                 "metaData": "",
                 "role": "",
-            }
+            },
+            media_factory=idle_publisher_media,
         )
-        await self.signal.wait_for("start", timeout, streamId=self.stream_id)
-        pc = self.pub_pc = new_pc()
-        add_send_transceivers(pc)
-        await pc.setLocalDescription(await pc.createOffer())
-        await self.signal.send(
-            {
-                "command": "takeConfiguration",
-                "streamId": self.stream_id,
-                "type": "offer",
-                "sdp": pc.localDescription.sdp,
-            }
-        )
-        answer = await self.signal.wait_for("takeConfiguration", timeout, streamId=self.stream_id, type="answer")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        await wait_connected(pc, timeout)
-        self.sender.start(pc)
-        await self.signal.wait_for("notification", timeout, definition="publish_started")
+        await self.publisher.start(timeout)
+        assert self.publisher.pc is not None
+        self.sender.start(self.publisher.pc)
+        await sock.wait_for("notification", "publish_started", stream_id=self.stream_id, timeout=timeout)
 
     async def subscribe(self, others: int, timeout: float) -> None:
         sink = self.sink = Sink(self.gen.totals, self.gen.sample, others)
         sink.t0_ns = time.time_ns()
-        await self.signal.send(
-            {
-                "command": "play",
-                "streamId": self.room,
-                "room": self.room,
-                "token": "",
-                "trackList": ["!" + self.stream_id],
-                "subscriberId": "",
-                "subscriberCode": "",
-                "viewerInfo": "",
-                "role": "",
-                "userPublishId": self.stream_id,
-            }
-        )
-        offer = await self.signal.wait_for("takeConfiguration", timeout, streamId=self.room, type="offer")
-        pc = self.sub_pc = new_pc()
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
-        sink.hook_dtls(pc)
-        await pc.setLocalDescription(await pc.createAnswer())
-        sink.set_kinds(pc)
-        await self.signal.send(
-            {"command": "takeConfiguration", "streamId": self.room, "type": "answer", "sdp": pc.localDescription.sdp}
-        )
-        await wait_connected(pc, timeout)
-        sink.hook_socket(pc)
-        self._reoffers = asyncio.get_running_loop().create_task(self._answer_reoffers())
-
-    async def _answer_reoffers(self) -> None:
-        """The server re-offers the room when members come or go: answer on the same PC."""
-        while True:
-            try:
-                msg = await self.signal.wait_for("takeConfiguration", 3600, streamId=self.room, type="offer")
-            except (asyncio.CancelledError, ConnectionError):
-                return
-            except Exception:
-                continue
-            pc = self.sub_pc
-            if pc is None or self.sink is None:
-                return
-            self.gen.totals.reoffers += 1
-            try:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
-                await pc.setLocalDescription(await pc.createAnswer())
-                self.sink.set_kinds(pc)
-                await self.signal.send(
-                    {
-                        "command": "takeConfiguration",
-                        "streamId": self.room,
-                        "type": "answer",
-                        "sdp": pc.localDescription.sdp,
-                    }
-                )
-            except Exception:
-                logger.exception("%s: re-offer failed", self.stream_id)
+        self.play = RoomPlay(self, sink)
+        await self.play.start(timeout)
+        assert self.play.pc is not None
+        sink.hook_socket(self.play.pc)
 
     async def close(self) -> None:
         self.sender.stop()
-        if self._reoffers is not None:
-            self._reoffers.cancel()
         if self.sink is not None:
             self.sink.unhook()
-        with contextlib.suppress(Exception):
-            await self.signal.send(
-                {"command": "leaveFromRoom", "room": self.room, "mainTrack": self.room, "streamId": self.stream_id}
-            )
-        for pc in (self.sub_pc, self.pub_pc):
-            if pc is not None:
+        if self.sock is not None and not self.sock.closed.is_set():
+            with contextlib.suppress(Exception):
+                await self.sock.send(
+                    {"command": "leaveFromRoom", "room": self.room, "mainTrack": self.room, "streamId": self.stream_id}
+                )
+        for peer in (self.play, self.publisher):
+            if peer is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pc.close(), 5)
-        with contextlib.suppress(Exception):
-            await self.signal.close()
+                    await asyncio.wait_for(peer.close(), 5)
+        if self.sock is not None:
+            with contextlib.suppress(Exception):
+                await self.sock.close()
 
 
 # --------------------------------------------------------------------------- Janus client
@@ -795,7 +778,7 @@ class JanusParticipant:
             {"request": "join", "ptype": "publisher", "room": self.room_id, "id": self.feed_id, "display": self.name},
             timeout=timeout,
         )
-        pc = self.pub_pc = new_pc()
+        pc = self.pub_pc = new_peer_connection()
         add_send_transceivers(pc)
         await pc.setLocalDescription(await pc.createOffer())
         event = await self.session.message(
@@ -808,7 +791,7 @@ class JanusParticipant:
         if not jsep:
             raise JanusError(f"publish: no answer in {event}")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="answer"))
-        await wait_connected(pc, timeout)
+        await wait_for_connected(pc, timeout)
         self.sender.start(pc)
 
     async def subscribe(self, feeds: list[int], timeout: float) -> None:
@@ -823,7 +806,7 @@ class JanusParticipant:
         jsep = event.get("jsep")
         if not jsep:
             raise JanusError(f"subscribe: no offer in {event}")
-        pc = self.sub_pc = new_pc()
+        pc = self.sub_pc = new_peer_connection()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="offer"))
         sink.hook_dtls(pc)
         await pc.setLocalDescription(await pc.createAnswer())
@@ -834,7 +817,7 @@ class JanusParticipant:
             jsep={"type": "answer", "sdp": pc.localDescription.sdp, "trickle": False},
             timeout=timeout,
         )
-        await wait_connected(pc, timeout)
+        await wait_for_connected(pc, timeout)
         sink.hook_socket(pc)
 
     async def close(self) -> None:
@@ -928,7 +911,7 @@ class Generator:
         )
         published = time.monotonic() - t0
         subs = []
-        for room, ps in new.items():
+        for ps in new.values():
             for p in ps:
                 if self.args.server == "janus":
                     feeds = [o.feed_id for o in ps if o is not p]
@@ -940,16 +923,18 @@ class Generator:
         else:
             for coro in subs:
                 coro.close()
-        # Wait for every subscriber to see every source's first keyframe (bounded).
-        deadline = time.monotonic() + self.args.first_frame_wait
-        while time.monotonic() < deadline:
-            if all(
-                p.sink is not None
-                and sum(1 for s in p.sink.sources.values() if s.kind == "video" and s.key_ns) >= m - 1
-                for p in everyone
-            ):
-                break
-            await asyncio.sleep(0.05)
+        # Wait for every subscriber to see every source's first keyframe (bounded; then report).
+        with contextlib.suppress(AssertionError):
+            await eventually(
+                lambda: all(
+                    p.sink is not None
+                    and sum(1 for s in p.sink.sources.values() if s.kind == "video" and s.key_ns) >= m - 1
+                    for p in everyone
+                ),
+                timeout=self.args.first_frame_wait,
+                what="every source's first keyframe at every subscriber",
+                interval=0.05,
+            )
         joins = []
         complete = 0
         for p in everyone:
@@ -1002,8 +987,8 @@ class Generator:
             "resyncs": t.resyncs,
             "plis": t.plis,
             "forced_keyframes": t.forced_keyframes,
-            "video": dict(zip(("received", "gaps", "late", "dups"), video)),
-            "audio": dict(zip(("received", "gaps", "late", "dups"), audio)),
+            "video": dict(zip(("received", "gaps", "late", "dups"), video, strict=True)),
+            "audio": dict(zip(("received", "gaps", "late", "dups"), audio, strict=True)),
             "rtx": rtx,
             "other": other,
             "before_hook": before,

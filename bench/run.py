@@ -1,9 +1,9 @@
 """Conference benchmark: Confero against Janus's VideoRoom, same load, same run, loopback only.
 
-    /work/venv/bin/python bench/run.py                   # full sweep, both servers (~10 min);
-                                                         # writes BENCHMARKS.md and bench/plots/*.png
-    /work/venv/bin/python bench/run.py --smoke           # CI-sized (< 60 s), both servers if Janus is installed
-    /work/venv/bin/python bench/run.py --smoke --confero-only
+    .venv/bin/python bench/run.py                   # full sweep, both servers (~10 min);
+                                                    # writes BENCHMARKS.md and bench/plots/*.png
+    .venv/bin/python bench/run.py --smoke           # CI-sized (< 60 s), both servers if Janus is installed
+    .venv/bin/python bench/run.py --smoke --confero-only
 
 Load (bench/roomload.py, one process of aiortc clients): R rooms x M participants; each
 participant publishes pre-encoded VP8 (1 Mbit/s, 30 fps) + Opus and plays every other member of
@@ -143,7 +143,7 @@ def pct(values: list[float], q: float) -> float | None:
     values = sorted(v for v in values if v is not None)
     if not values:
         return None
-    i = min(len(values) - 1, max(0, int(math.ceil(q * len(values))) - 1))
+    i = min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))
     return values[i]
 
 
@@ -181,7 +181,7 @@ class ConferoTarget:
     def start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the process's lifetime, closed in stop()
         self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         wait_port(self.port, self.proc, 30)
 
@@ -276,7 +276,7 @@ def wait_quiet(pids: list[int], limit: float, max_wait: float) -> float:
         time.sleep(1.0)
         b1 = machine_busy()
         c1 = [cpu_sample(p) for p in pids]
-        ours = sum(cpu_delta(a, b)["cores"] for a, b in zip(c0, c1))
+        ours = sum(cpu_delta(a, b)["cores"] for a, b in zip(c0, c1, strict=True))
         other = (b1[0] - b0[0]) / (b1[1] - b0[1]) - ours
         if other < limit or time.monotonic() - t0 >= max_wait:
             return time.monotonic() - t0
@@ -867,7 +867,7 @@ def plots(results: list[dict[str, Any]], summary: dict[str, Any], outdir: Path) 
 
 
 def verdict(key: str, value: float | None, janus_value: float | None) -> str:
-    name, op, limit, _ = TARGETS[key]
+    _name, op, limit, _ = TARGETS[key]
     if limit is None:
         limit = janus_value
     if value is None or limit is None:
@@ -898,7 +898,7 @@ def markdown(data: dict[str, Any], plot_files: list[str], plot_rel: str) -> str:
     L.append("```")
     L.append("")
     L.append(
-        "* Full run: `/work/venv/bin/python bench/run.py` (both servers, ~10 min, writes this file and `bench/plots/*.png`)."
+        "* Full run: `.venv/bin/python bench/run.py` (both servers, ~10 min, writes this file and `bench/plots/*.png`)."
     )
     L.append(
         "* CI smoke: `python bench/run.py --smoke` (< 60 s; `--confero-only` without Janus); exits non-zero if nothing was forwarded."
@@ -1517,8 +1517,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{r['server']} M={r['m']}: {r['server_log']['problem_lines']} warning/error lines in the server log, e.g.:"
             )
-            for l in r["server_log"]["first"][:5]:
-                print(f"    {l[:240]}")
+            for line in r["server_log"]["first"][:5]:
+                print(f"    {line[:240]}")
     if any("error" in r and not r["steps"] for r in results):
         failed = [r for r in results if "error" in r and not r["steps"]]
         print(f"FAILED: {len(failed)} ramp(s) did not start: {failed[0]['error']}", file=sys.stderr)

@@ -1,8 +1,8 @@
-"""Shared fixtures: an in-process Confero server on loopback, and a leak check after each test."""
+"""Shared fixtures: an in-process Confero server on loopback (with a leak check after each test),
+the clients of a test, and an HTTP session; the helpers themselves are in `tests.support`."""
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import gc
 import os
@@ -12,12 +12,16 @@ import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from confero.media import aiortc_hooks, fanout
 from confero.server import Server
-from confero.settings import Settings
-from tests.amsclient import loopback_only
+from tests.support.amsclient import loopback_only
+from tests.support.clients import Clients
+from tests.support.server import assert_no_leaks, assert_no_pending_tasks, make_settings, wait_idle
+
+__all__ = ["assert_no_leaks", "assert_no_pending_tasks", "make_settings"]  # also importable from here
 
 CLONE_NEWNET = 0x40000000
 
@@ -34,11 +38,11 @@ def enter_private_network() -> bool:
     if os.environ.get("CONFERO_IN_NETNS") == "1":
         return True
     if os.geteuid() != 0:
-        warnings.warn("not root: tests run in the normal network namespace (loopback only)")
+        warnings.warn("not root: tests run in the normal network namespace (loopback only)", stacklevel=2)
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
-        warnings.warn(f"unshare(CLONE_NEWNET) failed: errno {ctypes.get_errno()}")
+        warnings.warn(f"unshare(CLONE_NEWNET) failed: errno {ctypes.get_errno()}", stacklevel=2)
         return False
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     os.environ["CONFERO_IN_NETNS"] = "1"
@@ -55,28 +59,6 @@ loopback_only()
 aiortc_hooks.install_ice_patches()
 
 
-def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    settings = Settings(
-        host="127.0.0.1",
-        port=0,
-        data_dir=str(tmp_path / "data"),
-        ice_addresses=["127.0.0.1"],
-        publish_timeout=10.0,
-    )
-    for key, value in overrides.items():
-        setattr(settings, key, value)
-    settings.validate()
-    return settings
-
-
-def assert_no_leaks(server: Server) -> None:
-    dump = server.dump()
-    assert dump["router"] == {"publishers": [], "subscribers": []}, dump["router"]
-    for name, app in dump["applications"].items():
-        assert app["streams"] == [], (name, app)
-        assert app["rooms"] == [], (name, app)
-
-
 @pytest.fixture
 async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
     """A server on loopback; `indirect` parametrization picks the fan-out engine by name."""
@@ -86,12 +68,8 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     await srv.start()
     try:
         yield srv
-        # Every test closes its clients; give the server a moment to see the sockets go.
-        for _ in range(50):
-            dump = srv.dump()
-            if not dump["sessions"] and not dump["router"]["publishers"] and not dump["router"]["subscribers"]:
-                break
-            await asyncio.sleep(0.1)
+        # Every test closes its clients; the server sees their sockets go a moment later.
+        await wait_idle(srv, timeout=5.0)
         assert_no_leaks(srv)
         assert srv.dump()["sessions"] == []
     finally:
@@ -101,13 +79,15 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     assert fanout.open_outputs() == 0, "an Output kept its socket descriptor"
 
 
-async def assert_no_pending_tasks(timeout: float = 5.0) -> None:
-    """Every task the server or the clients started has finished once all are closed."""
-    current = asyncio.current_task()
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-        if not pending or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    assert not pending, [repr(t) for t in pending]
+@pytest.fixture
+async def clients(server: Server) -> AsyncIterator[Clients]:
+    """Sockets and peers of one test against `server`, closed (last first) before its leak checks."""
+    async with Clients(server.port) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session with `server`'s base URL (REST calls come from 127.0.0.1)."""
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as session:
+        yield session

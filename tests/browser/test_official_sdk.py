@@ -6,8 +6,6 @@ the page talks to Confero's WebSocket like any Ant Media application would.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from aiohttp import web
 
 from confero.server import Server
 from tests.browser.conftest import artifact, decoded_frames
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SDK = ROOT / "node_modules" / "@antmedia" / "webrtc_adaptor" / "dist"
@@ -56,23 +55,29 @@ async def remote_frames(page: object) -> list[int]:
 
 
 async def wait_remote_videos(pages: list, count: int, timeout: float = 40) -> None:
-    """Every page shows `count` remote videos whose decoded frames advance."""
-    deadline = time.monotonic() + timeout
-    while True:
-        first = [await remote_frames(p) for p in pages]
-        await asyncio.sleep(1.0)
+    """Every page shows `count` remote videos whose decoded frames advance: from a first
+    reading (once every page has `count` of them, each with frames) to a later one, all grew."""
+    first: list[list[int]] | None = None
+    second: list[list[int]] = []
+
+    async def advancing() -> bool:
+        nonlocal first, second
         second = [await remote_frames(p) for p in pages]
-        ok = all(
-            len(a) == count and len(b) == count and all(y > x > 0 for x, y in zip(a, b)) for a, b in zip(first, second)
-        )
-        if ok:
-            return
-        if time.monotonic() > deadline:
-            states = [
-                await p.evaluate("JSON.stringify({e: amsState.errors, r: Object.keys(amsState.remotes)})")
-                for p in pages
-            ]
-            raise AssertionError(f"remote videos not advancing: {first} -> {second}; {states}")
+        if not all(len(b) == count and all(y > 0 for y in b) for b in second):
+            first = None  # not every video is there (yet): start over
+            return False
+        if first is None:
+            first = second
+            return False
+        return all(y > x for a, b in zip(first, second, strict=True) for x, y in zip(a, b, strict=True))
+
+    try:
+        await eventually(advancing, timeout=timeout, what=f"{count} advancing remote videos per page", interval=0.2)
+    except AssertionError:
+        states = [
+            await p.evaluate("JSON.stringify({e: amsState.errors, r: Object.keys(amsState.remotes)})") for p in pages
+        ]
+        raise AssertionError(f"remote videos not advancing: {first} -> {second}; {states}") from None
 
 
 async def close_pages(pages: list) -> None:
@@ -90,12 +95,14 @@ async def test_conference_room_flow_multitrack(server: Server, context: object, 
         # The SDK's leaveFromRoom: the others lose that participant's tracks.
         leaver = await pages[2].evaluate("amsState.streamId")
         await pages[2].evaluate("amsLeave()")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        remaining: list[list[str]] = []
+
+        async def left() -> bool:
+            nonlocal remaining
             remaining = [await p.evaluate("Object.keys(amsState.remotes)") for p in pages[:2]]
-            if all(leaver not in r for r in remaining):
-                break
-            await asyncio.sleep(0.3)
+            return all(leaver not in r for r in remaining)
+
+        await eventually(left, timeout=20, what=lambda: f"{leaver} gone from {remaining}", interval=0.3)
         assert all(leaver not in r for r in remaining), remaining
         await wait_remote_videos(pages[:2], 1)
     finally:
@@ -116,10 +123,15 @@ async def test_tutorial_legacy_flow(server: Server, context: object, sdk_site: s
 async def test_publish_and_play(server: Server, context: object, sdk_site: str) -> None:
     publisher = await open_tabs(context, sdk_site, server, "publish", ["sdkstream"])
     try:
-        deadline = time.monotonic() + 15
-        while "publish_started" not in await publisher[0].evaluate("amsState.events"):
-            assert time.monotonic() < deadline, await publisher[0].evaluate("amsState")
-            await asyncio.sleep(0.2)
+        try:
+            await eventually(
+                lambda: publisher[0].evaluate("amsState.events.includes('publish_started')"),
+                timeout=15,
+                what="publish_started",
+                interval=0.2,
+            )
+        except AssertionError:
+            raise AssertionError(await publisher[0].evaluate("amsState")) from None
         players = await open_tabs(context, sdk_site, server, "play", ["sdkstream", "sdkstream"])
         try:
             await wait_remote_videos(players, 1)

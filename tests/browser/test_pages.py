@@ -10,7 +10,7 @@ CONFERO_TEST_SDK_DIR=/path/to/its/src/main/js runs every test here on it.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import os
 import time
@@ -21,6 +21,7 @@ import pytest
 
 from confero.server import Server
 from tests.browser.conftest import artifact, decoded_frames
+from tests.support import eventually
 
 APP = "WebRTCAppEE"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -35,18 +36,26 @@ def js(value: object) -> str:
     return json.dumps(value)
 
 
+def resolved(folder: str | Path) -> Path:
+    return Path(folder).resolve()
+
+
 async def use_sdk_override(context: Any, folder: str | Path | None = None) -> None:
     """Serve the SDK's modules from `folder` or CONFERO_TEST_SDK_DIR (our page scripts stay ours)."""
     folder = folder or os.environ.get("CONFERO_TEST_SDK_DIR")
     if not folder:
         return
-    root = Path(folder).resolve()
+    root = resolved(folder)
 
-    async def handle(route: Any) -> None:
-        relative = route.request.url.split("/js/", 1)[1].split("?", 1)[0]
+    def served(relative: str) -> Path | None:
+        """The file of `root` to serve for /js/`relative`, or None to let the server answer."""
         path = (root / relative).resolve()
         ours = (WEB_JS / relative).exists() and relative != "webrtc_adaptor.js"
-        if root in path.parents and path.is_file() and not ours:
+        return path if root in path.parents and path.is_file() and not ours else None
+
+    async def handle(route: Any) -> None:
+        path = served(route.request.url.split("/js/", 1)[1].split("?", 1)[0])
+        if path is not None:
             await route.fulfill(path=str(path), content_type="text/javascript")
         else:
             await route.continue_()
@@ -90,17 +99,27 @@ async def open_tab(context: Any, server: Server, path: str) -> Tab:
     return tab
 
 
-async def frames_advance(tab: Tab, selector: str, count: int, seconds: float = 1.5) -> None:
-    """Every one of the `count` videos matching `selector` decodes new frames within `seconds`."""
-    deadline = asyncio.get_running_loop().time() + 20
-    while True:
-        before = await decoded_frames(tab.page, selector)
-        await asyncio.sleep(seconds)
+async def frames_advance(tab: Tab, selector: str, count: int, timeout: float = 20) -> None:
+    """Every one of the `count` videos matching `selector` decodes new frames: from a first
+    reading that finds `count` of them to a later one, each video's frame count grew."""
+    before: list[int] | None = None
+    after: list[int] = []
+
+    async def advanced() -> bool:
+        nonlocal before, after
         after = await decoded_frames(tab.page, selector)
-        if len(before) == len(after) == count and all(b > a for a, b in zip(before, after)):
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{tab.page.url}: frames of {selector} did not advance: {before} -> {after}")
+        if len(after) != count:
+            before = None  # not the expected videos (yet): start over
+            return False
+        if before is None:
+            before = after
+            return False
+        return all(b > a for a, b in zip(before, after, strict=True))
+
+    try:
+        await eventually(advanced, timeout=timeout, what=f"frames of {selector}", interval=0.2)
+    except AssertionError:
+        raise AssertionError(f"{tab.page.url}: frames of {selector} did not advance: {before} -> {after}") from None
 
 
 async def join_conference(tab: Tab, name: str) -> None:
@@ -144,19 +163,30 @@ async def test_three_participant_conference(server: Server, context_with_sdk: An
     tabs = [await open_tab(context_with_sdk, server, "conference.html?roomId=room1") for _ in names]
     try:
         alice, bob, carol = tabs
-        for tab, name in zip(tabs, names):
+        for tab, name in zip(tabs, names, strict=True):
             await join_conference(tab, name)
-        ids = {name: (await tab.state())["streamId"] for tab, name in zip(tabs, names)}
-        for tab, name in zip(tabs, names):
+        ids = {name: (await tab.state())["streamId"] for tab, name in zip(tabs, names, strict=True)}
+        for tab, name in zip(tabs, names, strict=True):
             others = sorted(ids[n] for n in names if n != name)
             await tab.wait(f"s.remoteIds.length === 2 && {js(others)}.every(id => s.remoteIds.includes(id))")
         for tab in tabs:
             await frames_advance(tab, REMOTE_TILES, 2)
-        # Each tile carries the participant's name (from roomInformation's streamList).
-        for tab, name in zip(tabs, names):
-            labels = await tab.page.eval_on_selector_all(".tile:not(.local) .name", "e => e.map(x => x.textContent)")
-            labels.sort()
-            assert labels == sorted(n for n in names if n != name)
+        # Each tile carries the participant's name (from roomInformation's streamList, which
+        # a page may ask for again after a later member joined: until then the tile shows its id).
+        for tab, name in zip(tabs, names, strict=True):
+            expected = sorted(n for n in names if n != name)
+            labels: list[str] = []
+
+            async def named(tab: Tab = tab, expected: list[str] = expected) -> bool:
+                nonlocal labels
+                labels = sorted(
+                    await tab.page.eval_on_selector_all(".tile:not(.local) .name", "e => e.map(x => x.textContent)")
+                )
+                return labels == expected
+
+            with contextlib.suppress(AssertionError):  # the page polls roomInformation every 5 s
+                await eventually(named, timeout=15, what=f"tiles named {expected}", interval=0.1)
+            assert labels == expected
             assert await tab.page.get_attribute("#localVideo", "muted") is not None
         await alice.page.screenshot(path=str(artifact("conference-3.png")))
 
@@ -167,15 +197,16 @@ async def test_three_participant_conference(server: Server, context_with_sdk: An
         for tab in (bob, carol):
             await tab.wait("s.chat.some(m => m.name === 'Alice' && m.text === 'hello from Alice' && !m.own)")
             await tab.page.wait_for_selector("#chatLog li:has-text('hello from Alice')")
-        await asyncio.sleep(1)
-        alice_chat = [m for m in (await alice.state())["chat"] if m["text"] == "hello from Alice"]
-        own = {"from": ids["Alice"], "name": "Alice", "text": "hello from Alice", "own": True, "event": False}
-        assert alice_chat == [own]
         await bob.wait("s.dataChannelOpen")
         await bob.page.fill("#chatText", "hi Alice, Bob here")
         await bob.page.press("#chatText", "Enter")
         for tab in (alice, carol):
             await tab.wait("s.chat.some(m => m.name === 'Bob' && m.text === 'hi Alice, Bob here' && !m.own)")
+        # Bob answered after Alice's message had reached him, and the server relays a room's
+        # messages to Alice's room play in order: an echo of her own would have come before it.
+        alice_chat = [m for m in (await alice.state())["chat"] if m["text"] == "hello from Alice"]
+        own = {"from": ids["Alice"], "name": "Alice", "text": "hello from Alice", "own": True, "event": False}
+        assert alice_chat == [own]
         # The picture for the README: three participants and a short chat. Kept as a test
         # artifact; CONFERO_UPDATE_DOCS=1 also refreshes docs/conference.png.
         await alice.page.screenshot(path=str(artifact("conference-chat.png")))
@@ -373,7 +404,7 @@ async def test_conference_recovers_after_the_connection_drops(server: Server, co
     replays the room, and the page keeps its room; the others see the participant again."""
     tabs = [await open_tab(context_with_sdk, server, "conference.html?roomId=drop") for _ in range(2)]
     try:
-        for tab, name in zip(tabs, ("Ann", "Ben")):
+        for tab, name in zip(tabs, ("Ann", "Ben"), strict=True):
             await join_conference(tab, name)
         for tab in tabs:
             await frames_advance(tab, REMOTE_TILES, 1)

@@ -8,15 +8,18 @@ runs the flows through `window.H` (the harness) and `H.adaptor` (the WebRTCAdapt
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 from confero.server import Server
 from tests.browser.conftest import artifact
+from tests.support import eventually
 
 HARNESS = (Path(__file__).resolve().parent / "pages" / "sdk-harness.html").read_text()
+#: Longer than every timer of the SDK that could start a reconnection (connect watchdog 5 s,
+#: ICE grace 3 s, attempt gap 3 s, retry 0.5 s, WebSocket back-off up to 8 s): run on a page's
+#: fake clock (`page.clock`), it fires whatever such timer is armed, at once and in order.
+PAST_EVERY_SDK_TIMER_MS = 10_000
 ROOM_FLOW = "async ([room, id]) => { H.flow = {kind: 'multitrack', room}; await H.create(); H.adaptor.joinRoom(room, id || undefined); }"
 LEGACY_FLOW = (
     "async ([room, id]) => { H.flow = {kind: 'legacy', room}; await H.create(); H.adaptor.joinRoom(room, id); }"
@@ -60,21 +63,27 @@ async def member_frames(page: Any) -> dict[str, int]:
 
 
 async def wait_members_advancing(pages: list, expected: list[set[str]], timeout: float = 45) -> None:
-    """Each page shows exactly the expected members' videos, and their decoded frames advance."""
-    deadline = time.monotonic() + timeout
-    while True:
-        first = [await member_frames(p) for p in pages]
-        await asyncio.sleep(1.0)
-        second = [await member_frames(p) for p in pages]
-        ok = all(
-            set(a) == want and set(b) == want and all(b[m] > a[m] > 0 for m in want)
-            for a, b, want in zip(first, second, expected)
-        )
-        if ok:
-            return
-        if time.monotonic() > deadline:
-            details = [await p.evaluate("({names: H.names(), errors: H.errors})") for p in pages]
-            raise AssertionError(f"remote videos not advancing: {first} -> {second}, wanted {expected}; {details}")
+    """Each page shows exactly the expected members' videos, and their decoded frames advance:
+    from a first reading (once every expected video has frames) to a later one, each grew."""
+    first: list[dict[str, int]] | None = None
+    last: list[dict[str, int]] = []
+
+    async def advancing() -> bool:
+        nonlocal first, last
+        last = [await member_frames(p) for p in pages]
+        if not all(set(f) == want and all(f[m] > 0 for m in want) for f, want in zip(last, expected, strict=True)):
+            first = None  # not every expected video is there (yet): start over
+            return False
+        if first is None:
+            first = last
+            return False
+        return all(b[m] > a[m] for a, b, want in zip(first, last, expected, strict=True) for m in want)
+
+    try:
+        await eventually(advancing, timeout=timeout, what="remote videos advancing", interval=0.2)
+    except AssertionError:
+        details = [await p.evaluate("({names: H.names(), errors: H.errors})") for p in pages]
+        raise AssertionError(f"remote videos not advancing: {first} -> {last}, wanted {expected}; {details}") from None
 
 
 async def close_pages(pages: list) -> None:
@@ -82,12 +91,17 @@ async def close_pages(pages: list) -> None:
         await page.close()
 
 
-async def wait_true(page: Any, expression: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not await page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{expression} stayed false; events {await page.evaluate('H.names()')}")
-        await asyncio.sleep(0.2)
+async def wait_true(page: Any, expression: str, timeout: float = 20) -> Any:
+    """Wait until the JavaScript `expression` is truthy on `page`; returns its value."""
+    try:
+        return await eventually(lambda: page.evaluate(expression), timeout=timeout, what=expression, interval=0.1)
+    except AssertionError:
+        raise AssertionError(f"{expression} stayed false; events {await page.evaluate('H.names()')}") from None
+
+
+async def reconnection_attempts(page: Any, since: int = 0) -> list[str]:
+    names = await page.evaluate(f"H.names().slice({since})")
+    return [n for n in names if n.startswith("reconnection_attempt")]
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -96,6 +110,7 @@ async def wait_true(page: Any, expression: str, timeout: float = 20) -> None:
 async def test_sdk_loads_as_module_and_as_classic_script(server: Server, context: Any) -> None:
     module = await open_tab(context, server, "module")
     classic = await open_tab(context, server, "classic")
+    await classic.clock.install()
     try:
         assert await module.evaluate("typeof SDK.WebRTCAdaptor") == "function"
         assert await module.evaluate("typeof window.WebRTCAdaptor") == "undefined"  # a module defines no globals
@@ -110,7 +125,9 @@ async def test_sdk_loads_as_module_and_as_classic_script(server: Server, context
         await classic.evaluate("H.create({isPlayMode: true})")
         await classic.evaluate("H.adaptor.closeWebSocket()")
         await wait_event(classic, "closed")
-        await asyncio.sleep(1.5)
+        # Every timer the SDK may still have runs now; a reconnection would open a WebSocket in it.
+        await classic.clock.run_for(PAST_EVERY_SDK_TIMER_MS)
+        assert await classic.evaluate("H.sockets.length") == 1
         assert await classic.evaluate("H.count('initialized')") == 1  # no reconnection
         assert await classic.evaluate("H.adaptor.isConnected()") is False
         assert await errors(classic) == []
@@ -123,6 +140,7 @@ async def test_sdk_loads_as_module_and_as_classic_script(server: Server, context
 
 async def test_publish_and_play_in_two_tabs(server: Server, context: Any) -> None:
     publisher = await open_tab(context, server, "module")
+    await publisher.clock.install()  # the context's: every tab of this test runs on it
     players: list = []
     try:
         await publisher.evaluate("H.create()")
@@ -183,7 +201,8 @@ async def test_publish_and_play_in_two_tabs(server: Server, context: Any) -> Non
         await publisher.evaluate("H.adaptor.stop('sdkpub')")
         await wait_event(publisher, "publish_finished", {"streamId": "sdkpub"})
         await wait_event(players[1], "play_finished", {"streamId": "sdkpub"})
-        await asyncio.sleep(1.0)
+        # Any watchdog or retry still armed fires now (a reconnection attempt is reported in it).
+        await publisher.clock.run_for(PAST_EVERY_SDK_TIMER_MS)
         for page in [publisher, *players]:
             names = await page.evaluate("H.names()")
             assert not [n for n in names if n.startswith("reconnection_attempt")], names
@@ -195,14 +214,16 @@ async def test_publish_and_play_in_two_tabs(server: Server, context: Any) -> Non
 
 async def test_ping_pong_keeps_going_and_stops_with_the_socket(server: Server, context: Any) -> None:
     page = await open_tab(context, server)
+    await page.clock.install()
     try:
         await page.evaluate("H.create({isPlayMode: true})")
-        await asyncio.sleep(7.0)
-        pongs = await page.evaluate("H.count('pong')")
-        assert pongs >= 2, await page.evaluate("H.names()")
+        await page.clock.run_for(7_000)  # two pings, 3 s apart
+        await wait_true(page, "H.count('pong') >= 2")
+        assert await page.evaluate("H.count('pong')") >= 2, await page.evaluate("H.names()")
         await page.evaluate("H.adaptor.closeWebSocket()")
         await wait_event(page, "closed")
-        await asyncio.sleep(3.5)
+        pongs = await page.evaluate("H.count('pong')")  # final: no message is handled after `closed`
+        await page.clock.run_for(3_500)  # a ping timer left running would fire in here
         assert await page.evaluate("H.count('pong')") == pongs  # the ping timer is gone
         assert await errors(page) == []
     finally:
@@ -217,7 +238,7 @@ async def test_conference_room_multitrack_flow(server: Server, context: Any) -> 
     room = "sdkroom"
     pages = [await open_tab(context, server, mode) for mode in ("module", "classic", "module")]
     try:
-        for page, stream_id in zip(pages, ["", "bob", "carol"]):
+        for page, stream_id in zip(pages, ["", "bob", "carol"], strict=True):
             await page.evaluate(ROOM_FLOW, [room, stream_id])
         ids = [await p.evaluate("H.wait('joinedTheRoom').then(o => o.streamId)") for p in pages]
         assert ids[0] and ids[1:] == ["bob", "carol"]  # the first id was generated by the server
@@ -251,22 +272,31 @@ async def test_conference_room_multitrack_flow(server: Server, context: Any) -> 
                 page,
                 f"H.tracks.filter(t => t.member === '{leaver}').every(t => t.track.muted || t.track.readyState === 'ended')",
             )
-            # The re-offer's mapping still names carol's m-lines, now inactive.
-            mids = await page.evaluate(
-                f"""() => {{ const pc = H.adaptor.remotePeerConnection['{room}'];
-                    const mapping = H.adaptor.idMapping['{room}'];
-                    return pc.getTransceivers().filter(t => mapping[t.mid] && mapping[t.mid].endsWith('{leaver}'))
-                        .map(t => t.currentDirection); }}"""
-            )
+            # The re-offer's mapping still names carol's m-lines, now inactive (once the re-offer
+            # is answered: until then they read as before, or `recvonly` half-way).
+            directions = f"""(() => {{ const pc = H.adaptor.remotePeerConnection['{room}'];
+                const mapping = H.adaptor.idMapping['{room}'];
+                return pc.getTransceivers().filter(t => mapping[t.mid] && mapping[t.mid].endsWith('{leaver}'))
+                    .map(t => t.currentDirection); }})()"""
+            await wait_true(page, f"(d => d.length > 0 && d.every(x => x === 'inactive'))({directions})")
+            mids = await page.evaluate(directions)
             assert mids and all(d == "inactive" for d in mids), mids
         assert await pages[2].evaluate(f"H.adaptor.iceConnectionState('{room}')") is None
         assert await pages[2].evaluate("Object.keys(H.adaptor.remotePeerConnection)") == []
 
-        # The two that stay still see each other.
+        # The two that stay still see each other: each one's decoded frames of the other go up.
         first = [await member_frames(p) for p in pages[:2]]
-        await asyncio.sleep(1.0)
-        second = [await member_frames(p) for p in pages[:2]]
-        for a, b, other in zip(first, second, [ids[1], ids[0]]):
+        second: list[dict[str, int]] = []
+
+        async def advanced() -> bool:
+            nonlocal second
+            second = [await member_frames(p) for p in pages[:2]]
+            return all(
+                b.get(other, 0) > a.get(other, 0) for a, b, other in zip(first, second, [ids[1], ids[0]], strict=True)
+            )
+
+        await eventually(advanced, timeout=20, what="the two that stay to keep decoding each other", interval=0.2)
+        for a, b, other in zip(first, second, [ids[1], ids[0]], strict=True):
             assert b[other] > a[other] > 0, (first, second)
         for page in pages:
             assert await errors(page) == []
@@ -282,7 +312,7 @@ async def test_tutorial_legacy_flow(server: Server, context: Any) -> None:
     ids = ["alice", "bob", "carol"]
     pages = [await open_tab(context, server, "classic") for _ in ids]
     try:
-        for page, stream_id in zip(pages, ids):
+        for page, stream_id in zip(pages, ids, strict=True):
             await page.evaluate(LEGACY_FLOW, [room, stream_id])
         await wait_members_advancing(pages, [set(ids) - {own} for own in ids])
         for page in pages:
@@ -300,9 +330,9 @@ async def test_room_chat_over_data_channels(server: Server, context: Any) -> Non
     room = "chatroom"
     pages = [await open_tab(context, server, "module") for _ in range(2)]
     try:
-        for page, stream_id in zip(pages, ["anna", "ben"]):
+        for page, stream_id in zip(pages, ["anna", "ben"], strict=True):
             await page.evaluate(ROOM_FLOW, [room, stream_id])
-        for page, own in zip(pages, ["anna", "ben"]):
+        for page, own in zip(pages, ["anna", "ben"], strict=True):
             await wait_event(page, "data_channel_opened", own)  # the publish connection's channel
             await wait_event(page, "data_channel_opened", room)  # the room play's channel
         await wait_members_advancing(pages, [{"ben"}, {"anna"}])
@@ -379,6 +409,7 @@ async def test_one_to_one_call(server: Server, context: Any) -> None:
 
 async def test_errors_reach_callback_error(server: Server, context: Any) -> None:
     page = await open_tab(context, server)
+    await page.clock.install()
     try:
         await page.evaluate("H.create({isPlayMode: true})")
         await page.evaluate("H.adaptor.play('nosuchstream')")
@@ -394,7 +425,7 @@ async def test_errors_reach_callback_error(server: Server, context: Any) -> None
         assert "nosuchstream" in sent["message"], sent
 
         # A refused play is over: no reconnection attempt once the 5 s watchdog has passed.
-        await asyncio.sleep(5.5)
+        await page.clock.run_for(PAST_EVERY_SDK_TIMER_MS)
         names = await page.evaluate("H.names()")
         assert not [n for n in names if n.startswith("reconnection_attempt")], names
     finally:
@@ -403,6 +434,7 @@ async def test_errors_reach_callback_error(server: Server, context: Any) -> None
 
 async def test_reconnects_after_websocket_drop_and_failed_ice(server: Server, context: Any) -> None:
     page = await open_tab(context, server)
+    await page.clock.install()
     try:
         # The WebSocket drops (not closeWebSocket): reconnect, initialized again, publish again.
         await page.evaluate("H.create()")
@@ -423,10 +455,13 @@ async def test_reconnects_after_websocket_drop_and_failed_ice(server: Server, co
         # ICE cannot start (relay-only policy and no TURN server): stop + publish again.
         mark = await page.evaluate("H.events.length")
         await page.evaluate("H.adaptor.peerconnection_config.iceTransportPolicy = 'relay'; H.adaptor.publish('sdkice')")
+        # ICE never gets to `checking`: the 5 s connect watchdog restarts the publish.
+        await wait_true(page, "H.adaptor.remotePeerConnection['sdkice'] !== undefined")
+        await page.clock.run_for(5_000)
         await wait_event(page, "reconnection_attempt_for_publisher", "sdkice", timeout=9, since=mark)
         await page.evaluate("H.adaptor.stop('sdkice')")  # intentional: nothing more
         mark = await page.evaluate("H.events.length")
-        await asyncio.sleep(6.0)
+        await page.clock.run_for(PAST_EVERY_SDK_TIMER_MS)  # whatever is still armed fires now
         later = await page.evaluate(f"H.names().slice({mark})")
         assert not [n for n in later if n.startswith("reconnection_attempt")], later
         assert await page.evaluate("Object.keys(H.adaptor.remotePeerConnection)") == []
@@ -437,6 +472,7 @@ async def test_reconnects_after_websocket_drop_and_failed_ice(server: Server, co
 
 async def test_commands_wait_for_the_socket_and_an_unreachable_server_is_retried(server: Server, context: Any) -> None:
     page = await open_tab(context, server)
+    await page.clock.install()
     attempts: list[str] = []
     page.on("websocket", lambda ws: attempts.append(ws.url))
     try:
@@ -452,15 +488,31 @@ async def test_commands_wait_for_the_socket_and_an_unreachable_server_is_retried
 
         # Nobody listens: reported once, retried with back-off, and closeWebSocket ends the retries.
         attempts.clear()
+        base = await page.evaluate("H.sockets.length")
         await page.evaluate(
             "H.errors.length = 0; void H.create({isPlayMode: true, websocket_url: 'ws://127.0.0.1:9/WebRTCAppEE/websocket'}).catch(() => {})"
         )
-        await asyncio.sleep(2.5)
+        # at 0, 0.5 and 1.5 s: each time one attempt has failed, run the clock through the back-off
+        for retry in range(base + 1, base + 3):
+            await wait_true(
+                page, f"H.sockets.length >= {retry} && H.sockets[{retry - 1}].readyState === WebSocket.CLOSED"
+            )
+            await page.clock.run_for(1_000)
+        await eventually(lambda: len(attempts) >= 3, timeout=10, what="three connection attempts")
         assert len(attempts) >= 3, attempts  # at 0, 0.5 and 1.5 s
         assert [e["error"] for e in await errors(page)] == ["WebSocketNotConnected"]
         await page.evaluate("H.adaptor.closeWebSocket()")
+        sockets = await page.evaluate("H.sockets.length")
+        # A retry left armed would fire in here, opening a WebSocket there and then ...
+        await page.clock.run_for(PAST_EVERY_SDK_TIMER_MS)
+        assert await page.evaluate("H.sockets.length") == sockets
+        # ... and Playwright reports WebSockets in the order they are opened: once a marker
+        # socket opened now is reported, every attempt before it has been.
+        await eventually(lambda: len(attempts) >= sockets - base, timeout=10, what="every attempt reported")
         count = len(attempts)
-        await asyncio.sleep(2.0)
-        assert len(attempts) == count, attempts
+        marker = f"ws://127.0.0.1:{server.port}/WebRTCAppEE/websocket?marker"
+        await page.evaluate("url => { new WebSocket(url).onopen = (e) => e.target.close(); }", marker)
+        await eventually(lambda: marker in attempts, timeout=10, what="the marker WebSocket")
+        assert attempts[count:] == [marker], attempts
     finally:
         await page.close()

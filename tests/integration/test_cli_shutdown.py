@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from confero import __version__
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support import eventually
+from tests.support.clients import Clients
 
 pytestmark = pytest.mark.integration
 
@@ -38,27 +39,50 @@ def child_env() -> dict[str, str]:
 
 
 async def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def listening() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"confero exited early with {proc.returncode}")
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"confero did not listen on {port} within {timeout}s") from None
-            await asyncio.sleep(0.1)
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    await eventually(listening, timeout=timeout, what=f"confero to listen on {port}", interval=0.1)
 
 
 async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    """The exit code, or None if the process is still running after `timeout` seconds."""
+    with contextlib.suppress(AssertionError):
+        await eventually(lambda: proc.poll() is not None, timeout=timeout, what="confero to exit", interval=0.05)
     return proc.poll()
+
+
+def start_confero(port: int, data_dir: Path, log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """`confero serve` on 127.0.0.1:`port` (ICE on loopback), output to `log_path`."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            confero(
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--ice-address",
+                "127.0.0.1",
+                "--log-level",
+                "INFO",
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
+            cwd=cwd,
+        )
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -72,60 +96,36 @@ async def test_signal_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) ->
     port = free_port()
     data_dir = tmp_path / "data"
     log_path = tmp_path / "confero.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            confero(
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-                "--ice-address",
-                "127.0.0.1",
-                "--log-level",
-                "INFO",
-            ),  # fmt: skip
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=child_env(),
-            cwd=tmp_path,
-        )
-    pub_sock = play_sock = None
-    publisher = player = None
+    proc = start_confero(port, data_dir, log_path, tmp_path)
     try:
-        await wait_listening(proc, port)
-        pub_sock = await AmsSocket.connect(port)
-        play_sock = await AmsSocket.connect(port)
-        publisher = Publisher(pub_sock, "shutdown1", codec="VP8")
-        player = Player(play_sock, "shutdown1")
-        await publisher.start(timeout=15)
-        await pub_sock.wait_for("notification", "publish_started", stream_id="shutdown1", timeout=15)
-        await player.start(timeout=15)
-        await play_sock.wait_for("notification", "play_started", stream_id="shutdown1", timeout=15)
-        await player.wait_frames(5, timeout=20)
+        async with Clients(port) as clients:
+            await wait_listening(proc, port)
+            pub_sock = await clients.socket()
+            play_sock = await clients.socket()
+            publisher = clients.publisher(pub_sock, "shutdown1", codec="VP8")
+            player = clients.player(play_sock, "shutdown1")
+            await publisher.start(timeout=15)
+            await pub_sock.wait_for("notification", "publish_started", stream_id="shutdown1", timeout=15)
+            await player.start(timeout=15)
+            await play_sock.wait_for("notification", "play_started", stream_id="shutdown1", timeout=15)
+            await player.wait_frames(5, timeout=20)
 
-        proc.send_signal(sig)
+            proc.send_signal(sig)
 
-        # Each client hears its stream end, then the server closes the socket.
-        await pub_sock.wait_for("notification", "publish_finished", stream_id="shutdown1", timeout=10)
-        await play_sock.wait_for("notification", "play_finished", stream_id="shutdown1", timeout=10)
-        await asyncio.wait_for(pub_sock.closed.wait(), 10)
-        await asyncio.wait_for(play_sock.closed.wait(), 10)
-        for sock, definition in ((pub_sock, "publish_finished"), (play_sock, "play_finished")):
-            assert len(sock.find("notification", definition, stream_id="shutdown1")) == 1
+            # Each client hears its stream end, then the server closes the socket.
+            await pub_sock.wait_for("notification", "publish_finished", stream_id="shutdown1", timeout=10)
+            await play_sock.wait_for("notification", "play_finished", stream_id="shutdown1", timeout=10)
+            await asyncio.wait_for(pub_sock.closed.wait(), 10)
+            await asyncio.wait_for(play_sock.closed.wait(), 10)
+            for sock, definition in ((pub_sock, "publish_finished"), (play_sock, "play_finished")):
+                assert len(sock.find("notification", definition, stream_id="shutdown1")) == 1
 
-        code = await wait_exit(proc, 10)
-        output = log_path.read_text(errors="replace")
-        assert code == 0, f"exit code {code}; output:\n{output}"
-        assert "Traceback" not in output, output
-        assert (data_dir / "confero.db").is_file()
+            code = await wait_exit(proc, 10)
+            output = log_path.read_text(errors="replace")
+            assert code == 0, f"exit code {code}; output:\n{output}"
+            assert "Traceback" not in output, output
+            assert (data_dir / "confero.db").is_file()
     finally:
-        for thing in (player, publisher, play_sock, pub_sock):
-            if thing is not None:
-                await thing.close()
         stop_process(proc)
 
 

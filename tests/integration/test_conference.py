@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support import eventually
+from tests.support.amsclient import AmsSocket, Player, Publisher
 
 pytestmark = pytest.mark.integration
 
 ROOM = "room1"
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 15, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 class Member:
@@ -140,9 +131,12 @@ async def test_multitrack_flow_one_peer_connection_renegotiated(server: Server) 
 
     async def sees(player: Player, stream_ids: set[str], frames: int = 15) -> None:
         want = {f"ARDAMSv{s}" for s in stream_ids} | {f"ARDAMSa{s}" for s in stream_ids}
-        await eventually(lambda: want <= set(player.id_mapping.values()), what=f"idMapping with {want}")
-        check: Callable[[], bool] = lambda: all(player.frames_for(f"ARDAMSv{s}") >= frames for s in stream_ids)
-        await eventually(check, timeout=30, what=f"video of {stream_ids}")
+        await eventually(lambda: want <= set(player.id_mapping.values()), timeout=15, what=f"idMapping with {want}")
+        await eventually(
+            lambda: all(player.frames_for(f"ARDAMSv{s}") >= frames for s in stream_ids),
+            timeout=30,
+            what=f"video of {stream_ids}",
+        )
         assert all(player.frames_for(f"ARDAMSa{s}") > 0 for s in stream_ids), (
             player.id_mapping,
             [(t.kind, t.mid, t.frames) for t in player.counter.tracks],
@@ -191,13 +185,19 @@ async def test_multitrack_flow_one_peer_connection_renegotiated(server: Server) 
             await member.sock.wait_for(definition="streamLeaved", stream_id="m2", timeout=10)
             mids = [mid for mid, tid in player.id_mapping.items() if tid.endswith("m2")]
             await eventually(
-                lambda: all(_direction(player.offer_sdp, mid) == "inactive" for mid in mids),
+                lambda player=player, mids=mids: all(_direction(player.offer_sdp, mid) == "inactive" for mid in mids),
+                timeout=15,
                 what="m2's m-lines inactive",
             )
+            # the others' video keeps coming: every remaining member's frame count goes up
             before = {s: player.frames_for(f"ARDAMSv{s}") for s in ("m0", "m1", "m3", "m4") if s != member.stream_id}
-            await asyncio.sleep(1)
-            for stream_id, count in before.items():
-                assert player.frames_for(f"ARDAMSv{stream_id}") > count, stream_id
+            await eventually(
+                lambda player=player, before=before: all(
+                    player.frames_for(f"ARDAMSv{stream_id}") > count for stream_id, count in before.items()
+                ),
+                timeout=15,
+                what=f"new frames of {sorted(before)} (had {before})",
+            )
         room_subscribers = [s for s in server.router.subscribers if s.name == f"{ROOM}/room-play"]
         assert len(room_subscribers) == 4  # the leaver's room play ended with it
         for subscriber in room_subscribers:
@@ -247,7 +247,15 @@ async def test_rooms_are_isolated(server: Server) -> None:
         await b.publish(room="roomB")
         # b plays room B: it must not get a's tracks, nor hear of a
         player = await b.play("roomB", room="roomB", track_list=["!b1"])
-        await asyncio.sleep(1.5)
+        # a's start has gone through its room (room A lists it) ...
+        await eventually(
+            lambda: "a1" in server.applications["WebRTCAppEE"].rooms["roomA"].record.room_stream_list,
+            timeout=15,
+            what="a1 in room A's stream list",
+        )
+        # ... and whatever the server had sent b by now has arrived and been handled
+        await b.sock.round_trip()
+        await player.drain()
         assert not any("a1" in tid for tid in player.id_mapping.values())
         assert b.sock.find(definition="streamJoined", stream_id="a1") == []
         # a legacy play of a's stream named as room B is refused
@@ -265,11 +273,13 @@ async def test_closing_the_socket_is_leaving(server: Server) -> None:
         await stay.publish(room=ROOM)
         await go.publish(room=ROOM)
         player = await stay.play(ROOM, room=ROOM, track_list=["!stay"])
-        await eventually(lambda: player.frames_for("ARDAMSvgo") >= 5, what="go's video")
+        await eventually(lambda: player.frames_for("ARDAMSvgo") >= 5, timeout=15, what="go's video")
         mids = [mid for mid, tid in player.id_mapping.items() if tid.endswith("go")]
         await go.sock.close()  # no leaveFromRoom, no stop
         await stay.sock.wait_for(definition="streamLeaved", stream_id="go", timeout=10)
-        await eventually(lambda: all(_direction(player.offer_sdp, mid) == "inactive" for mid in mids), what="re-offer")
+        await eventually(
+            lambda: all(_direction(player.offer_sdp, mid) == "inactive" for mid in mids), timeout=15, what="re-offer"
+        )
         room = server.applications["WebRTCAppEE"].rooms[ROOM]
         assert sorted(room.members) == ["stay"]
         await stay.sock.send({"command": "getRoomInfo", "room": ROOM, "streamId": "stay"})

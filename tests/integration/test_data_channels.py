@@ -3,10 +3,9 @@ conference flows, REST send, the size limit and token control — with real aior
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,20 +13,14 @@ import pytest
 from aiortc import RTCDataChannel
 
 from confero.server import Server
-from tests.amsclient import AmsError, AmsSocket, Player, Publisher
+from tests.support import eventually
+from tests.support.amsclient import AmsError, AmsSocket, Player, Publisher
+from tests.support.clients import Clients as BaseClients
 
 pytestmark = pytest.mark.integration
 
 APP = "WebRTCAppEE"
 LIMIT = 65536
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def is_open(channel: RTCDataChannel | None) -> bool:
@@ -50,57 +43,30 @@ def sdk_binary_chunks(payload: bytes, token: int = 7, chunk: int = 16000) -> lis
     return out
 
 
-class Clients:
+class Clients(BaseClients):
     """Sockets, publishers and players of one test, all closed at the end."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.sockets: list[AmsSocket] = []
-        self.peers: list[Publisher | Player] = []
-
-    async def socket(self) -> AmsSocket:
-        sock = await AmsSocket.connect(self.server.port)
-        self.sockets.append(sock)
-        return sock
 
     async def publish(self, stream_id: str, sock: AmsSocket | None = None, **kw: Any) -> Publisher:
         sock = sock or await self.socket()
         kw.setdefault("with_video", False)  # audio keeps these tests light; data is what matters
-        publisher = Publisher(sock, stream_id, data_channel=True, **kw)
-        self.peers.append(publisher)
+        publisher = self.publisher(sock, stream_id, data_channel=True, **kw)
         await publisher.start()
         await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
-        await eventually(lambda: is_open(publisher.channel), what=f"{stream_id}'s publish channel")
+        await eventually(lambda: is_open(publisher.channel), timeout=10, what=f"{stream_id}'s publish channel")
         return publisher
 
     async def play(self, stream_id: str, sock: AmsSocket | None = None, **kw: Any) -> Player:
-        player = Player(sock or await self.socket(), stream_id, **kw)
-        self.peers.append(player)
+        player = self.player(sock or await self.socket(), stream_id, **kw)
         await player.start()
-        await eventually(lambda: is_open(player.channel), what=f"the data channel of a play of {stream_id}")
+        await eventually(lambda: is_open(player.channel), timeout=10, what=f"the data channel of a play of {stream_id}")
         assert player.channel is not None and player.channel.label == stream_id
         return player
-
-    async def close(self) -> None:
-        for peer in self.peers:
-            await peer.close()
-        for sock in self.sockets:
-            await sock.close()
 
 
 @pytest.fixture
 async def clients(server: Server) -> AsyncIterator[Clients]:
-    c = Clients(server)
-    try:
+    async with Clients(server.port) as c:
         yield c
-    finally:
-        await c.close()
-
-
-@pytest.fixture
-async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as session:
-        yield session
 
 
 async def post_data(http: aiohttp.ClientSession, stream_id: str, body: str | bytes) -> tuple[int, Any]:
@@ -122,7 +88,7 @@ async def test_publisher_to_three_players_in_order_and_players_back(server: Serv
     sent.append('{"streamId":"s1","eventType":"UPDATE_STATUS","payload":"ünïcödé ✓"}')
     for message in sent:
         publisher.channel.send(message)
-    await eventually(lambda: all(len(p.data_messages) >= len(sent) for p in players), what="all messages")
+    await eventually(lambda: all(len(p.data_messages) >= len(sent) for p in players), timeout=10, what="all messages")
     for player in players:
         assert player.data_messages == sent
         assert [type(m) for m in player.data_messages] == [type(m) for m in sent]
@@ -131,7 +97,7 @@ async def test_publisher_to_three_players_in_order_and_players_back(server: Serv
     # a player's message reaches the publisher and the other players, not itself
     players[0].channel.send("from player 0")
     players[1].channel.send(b"\x01from player 1")
-    await eventually(lambda: len(at_publisher) == 2, what="players' messages at the publisher")
+    await eventually(lambda: len(at_publisher) == 2, timeout=10, what="players' messages at the publisher")
     assert sorted(at_publisher, key=lambda m: m if isinstance(m, bytes) else m.encode()) == [
         b"\x01from player 1",
         "from player 0",
@@ -141,20 +107,25 @@ async def test_publisher_to_three_players_in_order_and_players_back(server: Serv
             players[2].data_messages[len(sent) :]
             in (["from player 0", b"\x01from player 1"], [b"\x01from player 1", "from player 0"])
         ),
+        timeout=10,
         what="players' messages at player 2",
     )
     # a marker from the publisher: whatever reached a player before it is all it will get from above
     publisher.channel.send("marker")
-    await eventually(lambda: all(p.data_messages[-1:] == ["marker"] for p in players), what="marker")
+    await eventually(lambda: all(p.data_messages[-1:] == ["marker"] for p in players), timeout=10, what="marker")
     assert players[0].data_messages[len(sent) :] == [b"\x01from player 1", "marker"]
     assert players[1].data_messages[len(sent) :] == ["from player 0", "marker"]
     assert len(players[2].data_messages) == len(sent) + 3
 
     # a player that stopped hears nothing more; the others still do
     await players[2].stop()
-    await eventually(lambda: len(server.applications[APP].streams["s1"].playbacks) == 2, what="play 3 ended")
+    await eventually(
+        lambda: len(server.applications[APP].streams["s1"].playbacks) == 2, timeout=10, what="play 3 ended"
+    )
     publisher.channel.send("after stop")
-    await eventually(lambda: all(p.data_messages[-1] == "after stop" for p in players[:2]), what="after stop")
+    await eventually(
+        lambda: all(p.data_messages[-1] == "after stop" for p in players[:2]), timeout=10, what="after stop"
+    )
     assert players[2].data_messages[-1] == "marker"
 
 
@@ -175,7 +146,7 @@ async def test_message_size_limit(server: Server, clients: Clients) -> None:
     # smaller messages still flow, the limit itself included, and nothing oversize got through
     publisher.channel.send(b"y" * LIMIT)
     publisher.channel.send("small")
-    await eventually(lambda: all(p.data_messages[-1:] == ["small"] for p in players), what="small message")
+    await eventually(lambda: all(p.data_messages[-1:] == ["small"] for p in players), timeout=10, what="small message")
     for player in players:
         assert [len(m) for m in player.data_messages] == [LIMIT, 5]
         assert player.sock.find("error") == []
@@ -185,8 +156,8 @@ async def test_message_size_limit(server: Server, clients: Clients) -> None:
     error = await players[0].sock.wait_for("error", timeout=10)
     assert error["definition"] == "data_message_too_large" and error["streamId"] == "big"
     players[0].channel.send("ok")
-    await eventually(lambda: players[1].data_messages[-1:] == ["ok"], what="ok from player 0")
-    await eventually(lambda: at_publisher == ["ok"], what="ok at the publisher")
+    await eventually(lambda: players[1].data_messages[-1:] == ["ok"], timeout=10, what="ok from player 0")
+    await eventually(lambda: at_publisher == ["ok"], timeout=10, what="ok at the publisher")
     assert len(players[1].data_messages) == 3
     assert len(publisher.sock.find("error")) == 2
 
@@ -201,7 +172,7 @@ async def test_rest_send_data(server: Server, clients: Clients, http: aiohttp.Cl
     status, body = await post_data(http, "rs", '{"eventType":"NOTICE","text":"çà"}'.encode())
     assert status == 200 and body["success"] is True
     await eventually(
-        lambda: all(len(p.data_messages) == 2 for p in players) and len(at_publisher) == 2, what="REST data"
+        lambda: all(len(p.data_messages) == 2 for p in players) and len(at_publisher) == 2, timeout=10, what="REST data"
     )
     for received in [at_publisher, *(p.data_messages for p in players)]:
         assert received == ["hello from REST", '{"eventType":"NOTICE","text":"çà"}']
@@ -217,7 +188,9 @@ async def test_rest_send_data(server: Server, clients: Clients, http: aiohttp.Cl
     assert status == 400 and body["success"] is False
     status, body = await post_data(http, "rs", "a" * LIMIT)
     assert status == 200 and body["success"] is True
-    await eventually(lambda: all(len(p.data_messages) == 3 for p in players), what="the largest REST message")
+    await eventually(
+        lambda: all(len(p.data_messages) == 3 for p in players), timeout=10, what="the largest REST message"
+    )
     for received in [at_publisher, *(p.data_messages for p in players)]:
         assert len(received[-1]) == LIMIT
     assert len(at_publisher) == 3
@@ -242,7 +215,8 @@ async def test_room_chat_multitrack_flow(server: Server, clients: Clients) -> No
         for sid in ids:
             publishers[sid].channel.send(f"{rnd} from {sid}")
         await eventually(
-            lambda: all(sum(m.startswith(rnd) for m in room_plays[s].data_messages) == 3 for s in ids),
+            lambda rnd=rnd: all(sum(m.startswith(rnd) for m in room_plays[s].data_messages) == 3 for s in ids),
+            timeout=10,
             what=f"every {rnd} at every other member",
         )
     for sid in ids:
@@ -257,10 +231,12 @@ async def test_room_chat_multitrack_flow(server: Server, clients: Clients) -> No
     # a message on the room-play channel goes to the other members' room plays as well
     room_plays["mt0"].channel.send("via room play")
     await eventually(
-        lambda: all(room_plays[s].data_messages[-1:] == ["via room play"] for s in ids[1:]), what="room play chat"
+        lambda: all(room_plays[s].data_messages[-1:] == ["via room play"] for s in ids[1:]),
+        timeout=10,
+        what="room play chat",
     )
     publishers["mt1"].channel.send("marker")
-    await eventually(lambda: room_plays["mt0"].data_messages[-1:] == ["marker"], what="marker")
+    await eventually(lambda: room_plays["mt0"].data_messages[-1:] == ["marker"], timeout=10, what="marker")
     assert "via room play" not in room_plays["mt0"].data_messages
 
 
@@ -284,7 +260,7 @@ async def test_room_chat_legacy_flow(server: Server, clients: Clients) -> None:
     for n in range(3):
         for sid in ids:
             publishers[sid].channel.send(f"{n}:{sid}")
-    await eventually(lambda: all(len(p.data_messages) == 3 for p in plays.values()), what="legacy chat")
+    await eventually(lambda: all(len(p.data_messages) == 3 for p in plays.values()), timeout=10, what="legacy chat")
     for (who, whose), player in plays.items():
         # a member hears each other member on its play of that member's stream, in order
         assert player.data_messages == [f"0:{whose}", f"1:{whose}", f"2:{whose}"], (who, whose)
@@ -297,8 +273,7 @@ async def test_no_data_without_the_right_to_play(server: Server, clients: Client
     app.update_settings({"playTokenControlEnabled": True})
 
     refused_sock = await clients.socket()
-    refused = Player(refused_sock, "tok")
-    clients.peers.append(refused)
+    refused = clients.player(refused_sock, "tok")
     with pytest.raises(AmsError) as error:
         await refused.start()
     assert error.value.definition == "unauthorized_access"
@@ -309,15 +284,14 @@ async def test_no_data_without_the_right_to_play(server: Server, clients: Client
     publisher.channel.send("for token holders")
     status, _ = await post_data(http, "tok", "REST for token holders")
     assert status == 200
-    await eventually(lambda: len(allowed.data_messages) == 2, what="data at the token holder")
+    await eventually(lambda: len(allowed.data_messages) == 2, timeout=10, what="data at the token holder")
     assert allowed.data_messages == ["for token holders", "REST for token holders"]
-    await asyncio.sleep(0.3)
+    await refused_sock.round_trip()  # whatever the server sent the refused socket has arrived
     assert refused_sock.find("takeConfiguration") == []
     assert refused.pc is None and refused.channel is None and refused.data_messages == []
     assert len(app.streams["tok"].playbacks) == 1
     # the one-time token is used up: a second player with it is refused too
-    again = Player(await clients.socket(), "tok", token=token.token_id)
-    clients.peers.append(again)
+    again = clients.player(await clients.socket(), "tok", token=token.token_id)
     with pytest.raises(AmsError):
         await again.start()
     assert again.sock.find("takeConfiguration") == []

@@ -8,25 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsError, AmsSocket, PeerClient
+from tests.support import eventually
+from tests.support.amsclient import AmsError, PeerClient
+from tests.support.clients import Clients
 
 pytestmark = pytest.mark.integration
 
 APP = "WebRTCAppEE"
 CALL = "call1"
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def calls(server: Server) -> dict:
@@ -37,32 +30,13 @@ def router_is_empty(server: Server) -> bool:
     return server.router.dump() == {"publishers": [], "subscribers": []}
 
 
-class Clients:
-    """Sockets and peers of one test, all closed at the end."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.sockets: list[AmsSocket] = []
-        self.peers: list[PeerClient] = []
-
-    async def socket(self) -> AmsSocket:
-        sock = await AmsSocket.connect(self.server.port)
-        self.sockets.append(sock)
-        return sock
-
-    async def peer(self, call_id: str = CALL, *, join: bool = True) -> PeerClient:
-        peer = PeerClient(await self.socket(), call_id)
-        self.peers.append(peer)
-        if join:
-            joined = await peer.join()
-            assert joined == {"command": "notification", "definition": "joined", "streamId": call_id}
-        return peer
-
-    async def close(self) -> None:
-        for peer in self.peers:
-            await peer.close()
-        for sock in self.sockets:
-            await sock.close()
+async def call_peer(clients: Clients, call_id: str = CALL, *, join: bool = True) -> PeerClient:
+    """A peer of the call on its own socket, joined unless `join` is False."""
+    peer = clients.peer(await clients.socket(), call_id)
+    if join:
+        joined = await peer.join()
+        assert joined == {"command": "notification", "definition": "joined", "streamId": call_id}
+    return peer
 
 
 async def connect_pair(first: PeerClient, second: PeerClient, frames: int = 30) -> None:
@@ -75,13 +49,12 @@ async def connect_pair(first: PeerClient, second: PeerClient, frames: int = 30) 
 
 
 async def test_two_peers_call_each_other_through_relayed_signaling(server: Server) -> None:
-    clients = Clients(server)
-    try:
-        a = await clients.peer()
+    async with Clients(server.port) as clients:
+        a = await call_peer(clients)
         assert a.starts == 0 and CALL in calls(server)
-        b = await clients.peer()
+        b = await call_peer(clients)
         # the first peer hears start and offers; the second answers
-        await eventually(lambda: a.starts == 1, what="start to the first peer")
+        await eventually(lambda: a.starts == 1, timeout=10, what="start to the first peer")
         await connect_pair(a, b)
         assert b.starts == 0 and a.calls == 1 and b.calls == 1
         assert [m["command"] for m in a.history] == ["notification", "start", "takeConfiguration"]
@@ -94,11 +67,15 @@ async def test_two_peers_call_each_other_through_relayed_signaling(server: Serve
         assert router_is_empty(server), server.router.dump()
 
         # the data channel (label = call id) goes straight from peer to peer
-        await eventually(lambda: b.channel is not None and b.channel.readyState == "open", what="b's data channel")
+        await eventually(
+            lambda: b.channel is not None and b.channel.readyState == "open", timeout=10, what="b's data channel"
+        )
         assert a.channel is not None and a.channel.label == CALL and b.channel.label == CALL
         a.channel.send("hi b")
         b.channel.send(b"\x00\x01hi a")
-        await eventually(lambda: b.data_messages == ["hi b"] and a.data_messages == [b"\x00\x01hi a"], what="p2p data")
+        await eventually(
+            lambda: b.data_messages == ["hi b"] and a.data_messages == [b"\x00\x01hi a"], timeout=10, what="p2p data"
+        )
         assert router_is_empty(server)
 
         # peerMessageCommand is relayed unchanged, extra fields included, both ways
@@ -112,11 +89,11 @@ async def test_two_peers_call_each_other_through_relayed_signaling(server: Serve
         line = next(x for x in a.offer_sdp.splitlines() if x.startswith("a=candidate:"))
         candidate = {"command": "takeCandidate", "streamId": CALL, "label": 0, "id": "0", "candidate": line[2:]}
         await a.sock.send(candidate)
-        await eventually(lambda: b.history[-1] == candidate, what="relayed candidate")
+        await eventually(lambda: b.history[-1] == candidate, timeout=10, what="relayed candidate")
         assert a.errors == [] and b.errors == []
 
         # a third client on the 1-1 call is refused clearly, and the call is undisturbed
-        third = await clients.peer(join=False)
+        third = await call_peer(clients, join=False)
         with pytest.raises(AmsError) as refused:
             await third.join()
         error = refused.value.message
@@ -125,14 +102,17 @@ async def test_two_peers_call_each_other_through_relayed_signaling(server: Serve
         assert (await third.sock.wait_for("error", timeout=1)) == error
         assert len(calls(server)[CALL].peers) == 2
         assert [len(x["calls"]) for x in server.dump()["sessions"]] in ([1, 1, 0], [1, 0, 1], [0, 1, 1])
-        await asyncio.sleep(0.3)
+        # whatever the refusal made the server send the two peers has arrived and been handled
+        for peer in (a, b):
+            await peer.sock.round_trip()
+            await peer.drain()
         assert a.stops == 0 and b.stops == 0 and a.starts == 1
         # ... and cannot relay into it
         await third.send_peer_message("chat", "intruder")
         intruder = await third.sock.wait_for("error", timeout=5)
         assert intruder["definition"] == "no_peer_associated_before"
         before = a.video_frames
-        await eventually(lambda: a.video_frames > before + 5, what="the call keeps flowing")
+        await eventually(lambda: a.video_frames > before + 5, timeout=10, what="the call keeps flowing")
         assert len(a.peer_messages) == 1 and len(b.peer_messages) == 1
 
         # the peers leave: leaved to each leaver, stop to the one remaining
@@ -141,16 +121,13 @@ async def test_two_peers_call_each_other_through_relayed_signaling(server: Serve
         await a.leave()
         assert a.stops == 1 and b.stops == 0
         assert calls(server) == {}
-    finally:
-        await clients.close()
     assert calls(server) == {}
 
 
 async def test_leave_keeps_the_other_joined_for_a_new_partner_and_disconnect_is_leave(server: Server) -> None:
-    clients = Clients(server)
-    try:
-        a = await clients.peer()
-        b = await clients.peer()
+    async with Clients(server.port) as clients:
+        a = await call_peer(clients)
+        b = await call_peer(clients)
         await connect_pair(a, b, frames=10)
 
         # b leaves: b gets leaved, a gets stop, closes its pc and stays joined
@@ -166,8 +143,8 @@ async def test_leave_keeps_the_other_joined_for_a_new_partner_and_disconnect_is_
         assert (await b.sock.wait_for("error", timeout=5))["definition"] == "no_peer_associated_before"
 
         # a new partner joins: a (still joined) gets start again, and a new call connects
-        c = await clients.peer()
-        await eventually(lambda: a.starts == 2, what="a second start")
+        c = await call_peer(clients)
+        await eventually(lambda: a.starts == 2, timeout=10, what="a second start")
         await connect_pair(a, c, frames=20)
         assert a.calls == 2 and c.starts == 0
         assert router_is_empty(server)
@@ -175,11 +152,11 @@ async def test_leave_keeps_the_other_joined_for_a_new_partner_and_disconnect_is_
         # c's socket closes: that is a leave, and a hears stop
         await c.sock.close()
         await a.wait_stops(2)
-        await eventually(lambda: len(calls(server)[CALL].peers) == 1, what="c gone from the call")
+        await eventually(lambda: len(calls(server)[CALL].peers) == 1, timeout=10, what="c gone from the call")
 
         # b comes back on the same socket and is the partner again
         await b.join()
-        await eventually(lambda: a.starts == 3, what="a third start")
+        await eventually(lambda: a.starts == 3, timeout=10, what="a third start")
         await connect_pair(a, b, frames=10)
 
         # now a disconnects: b hears stop and stays joined alone; then it leaves
@@ -188,15 +165,12 @@ async def test_leave_keeps_the_other_joined_for_a_new_partner_and_disconnect_is_
         assert len(calls(server)[CALL].peers) == 1
         await b.leave()
         assert calls(server) == {}
-    finally:
-        await clients.close()
-    await eventually(lambda: calls(server) == {}, what="no calls left")
+    await eventually(lambda: calls(server) == {}, timeout=10, what="no calls left")
 
 
 async def test_relaying_without_a_partner_and_leaving_without_joining(server: Server) -> None:
-    clients = Clients(server)
-    try:
-        a = await clients.peer()
+    async with Clients(server.port) as clients:
+        a = await call_peer(clients)
         sock = a.sock
         # joined, but nobody to relay to
         await sock.send({"command": "takeConfiguration", "streamId": CALL, "type": "offer", "sdp": "v=0\r\n"})
@@ -239,17 +213,14 @@ async def test_relaying_without_a_partner_and_leaving_without_joining(server: Se
             await a.leave()
         assert again.value.definition == "no_peer_associated_before"
         assert router_is_empty(server)
-    finally:
-        await clients.close()
     assert calls(server) == {}
 
 
 async def test_join_needs_a_token_when_token_control_is_on(server: Server) -> None:
     app = server.applications[APP]
     app.update_settings({"playTokenControlEnabled": True})
-    clients = Clients(server)
-    try:
-        a = await clients.peer(join=False)
+    async with Clients(server.port) as clients:
+        a = await call_peer(clients, join=False)
         with pytest.raises(AmsError) as refused:
             await a.join()
         assert refused.value.definition == "unauthorized_access"
@@ -260,6 +231,4 @@ async def test_join_needs_a_token_when_token_control_is_on(server: Server) -> No
         )
         assert (await a.sock.wait_for(definition="joined", timeout=5))["streamId"] == CALL
         await a.leave()
-    finally:
-        await clients.close()
     assert calls(server) == {}

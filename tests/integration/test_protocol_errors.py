@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support import eventually
+from tests.support.amsclient import AmsSocket, Publisher
+from tests.support.clients import Clients
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +107,7 @@ async def test_video_codec_the_server_does_not_accept(server: Server) -> None:
     server.router.codecs = ("video/VP8", "audio/opus")
     async with await AmsSocket.connect(server.port) as sock:
         publisher = Publisher(sock, "h264only", codec="H264")
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - whatever the client raises; the error message is what counts
             await publisher.start(timeout=5)
         error = await expect_error(sock, "unsupported_codec")
         assert "H264" in error["information"]
@@ -114,56 +115,46 @@ async def test_video_codec_the_server_does_not_accept(server: Server) -> None:
         await still_usable(sock)
 
 
-async def test_garbage_never_disturbs_another_clients_stream(server: Server) -> None:
-    pub_sock = await AmsSocket.connect(server.port)
-    play_sock = await AmsSocket.connect(server.port)
-    bad = await AmsSocket.connect(server.port)
-    publisher = Publisher(pub_sock, "calm", codec="VP8")
-    player = Player(play_sock, "calm")
-    try:
-        await publisher.start()
-        await pub_sock.wait_for(definition="publish_started", stream_id="calm")
-        await player.start()
-        await player.wait_frames(10)
-        for message, _definition in [p.values for p in BAD_MESSAGES]:
-            await bad.send(message)
-        for target in ("stop", "takeConfiguration", "takeCandidate"):
-            # Commands naming someone else's stream touch nothing of theirs.
-            await bad.send({"command": target, "streamId": "calm", "type": "offer", "sdp": "x", "candidate": "x"})
-        await bad.send_raw("\x00\xff{{")
-        await bad.send_raw(json.dumps({"command": "publish", "streamId": "calm"}))
-        await bad.wait_for(definition="streamIdInUse", timeout=10)
-        before = player.video_frames
-        await asyncio.sleep(1.5)
-        assert player.video_frames > before + 20
-        assert player.decode_errors == 0
-    finally:
-        await player.close()
-        await publisher.close()
-        for sock in (pub_sock, play_sock, bad):
-            await sock.close()
+async def test_garbage_never_disturbs_another_clients_stream(server: Server, clients: Clients) -> None:
+    pub_sock = await clients.socket()
+    play_sock = await clients.socket()
+    bad = await clients.socket()
+    publisher = clients.publisher(pub_sock, "calm", codec="VP8")
+    player = clients.player(play_sock, "calm")
+    await publisher.start()
+    await pub_sock.wait_for(definition="publish_started", stream_id="calm")
+    await player.start()
+    await player.wait_frames(10)
+    for message, _definition in [p.values for p in BAD_MESSAGES]:
+        await bad.send(message)
+    for target in ("stop", "takeConfiguration", "takeCandidate"):
+        # Commands naming someone else's stream touch nothing of theirs.
+        await bad.send({"command": target, "streamId": "calm", "type": "offer", "sdp": "x", "candidate": "x"})
+    await bad.send_raw("\x00\xff{{")
+    await bad.send_raw(json.dumps({"command": "publish", "streamId": "calm"}))
+    await bad.wait_for(definition="streamIdInUse", timeout=10)
+    before = player.video_frames
+    await eventually(
+        lambda: player.video_frames > before + 20, timeout=10, what=f"20 more frames than {before} at the player"
+    )
+    assert player.video_frames > before + 20
+    assert player.decode_errors == 0
 
 
-async def test_player_that_vanishes_without_stop_is_released(server: Server) -> None:
-    pub_sock = await AmsSocket.connect(server.port)
-    play_sock = await AmsSocket.connect(server.port)
-    publisher = Publisher(pub_sock, "left", codec="VP8", with_audio=False)
-    player = Player(play_sock, "left")
-    try:
-        await publisher.start()
-        await pub_sock.wait_for(definition="publish_started", stream_id="left")
-        await player.start()
-        await player.wait_frames(5)
-        assert len(server.router.subscribers) == 1
-        await player.pc.close()  # DTLS close_notify, no `stop` on the socket
-        await play_sock.wait_for(definition="play_finished", stream_id="left", timeout=10)
-        assert not server.router.subscribers
-        assert len(server.router.publishers) == 1
-    finally:
-        await player.close()
-        await publisher.close()
-        await play_sock.close()
-        await pub_sock.close()
+async def test_player_that_vanishes_without_stop_is_released(server: Server, clients: Clients) -> None:
+    pub_sock = await clients.socket()
+    play_sock = await clients.socket()
+    publisher = clients.publisher(pub_sock, "left", codec="VP8", with_audio=False)
+    player = clients.player(play_sock, "left")
+    await publisher.start()
+    await pub_sock.wait_for(definition="publish_started", stream_id="left")
+    await player.start()
+    await player.wait_frames(5)
+    assert len(server.router.subscribers) == 1
+    await player.pc.close()  # DTLS close_notify, no `stop` on the socket
+    await play_sock.wait_for(definition="play_finished", stream_id="left", timeout=10)
+    assert not server.router.subscribers
+    assert len(server.router.publishers) == 1
 
 
 async def test_publish_that_never_connects_times_out(server: Server) -> None:
@@ -174,7 +165,7 @@ async def test_publish_that_never_connects_times_out(server: Server) -> None:
         await sock.wait_for("start")
         # An offer whose ICE credentials lead nowhere: the client never answers checks.
         offer_pc = publisher  # keep a reference for close()
-        from tests.amsclient import build_publisher_pc
+        from tests.support.amsclient import build_publisher_pc
 
         media = build_publisher_pc("VP8")
         await media.pc.setLocalDescription(await media.pc.createOffer())
@@ -194,35 +185,28 @@ async def test_closing_the_socket_mid_publish_releases_everything(server: Server
     await sock.send({"command": "publish", "streamId": "half"})
     await sock.wait_for("start")
     await sock.close()
-    for _ in range(50):
-        if not server.applications["WebRTCAppEE"].streams:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: not server.applications["WebRTCAppEE"].streams, timeout=2.5, what="the stream to go")
     assert server.applications["WebRTCAppEE"].streams == {}
 
 
-async def test_silent_player_is_released_after_consent_expires(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_silent_player_is_released_after_consent_expires(
+    server: Server, clients: Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import aioice.ice
 
     monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.1)
-    pub_sock = await AmsSocket.connect(server.port)
-    play_sock = await AmsSocket.connect(server.port)
-    publisher = Publisher(pub_sock, "silent", codec="VP8", with_audio=False)
-    player = Player(play_sock, "silent")
-    try:
-        await publisher.start()
-        await pub_sock.wait_for(definition="publish_started", stream_id="silent")
-        await player.start()
-        await player.wait_frames(5)
-        # The player's machine vanishes: nothing in, nothing out, no DTLS close.
-        pair = player.pc.getTransceivers()[0].receiver.transport.transport._connection._nominated[1]
-        pair.protocol.datagram_received = lambda data, addr: None
-        pair.protocol.transport.sendto = lambda data, addr=None: None
-        await play_sock.wait_for(definition="play_finished", stream_id="silent", timeout=15)
-        assert not server.router.subscribers
-        assert server.applications["WebRTCAppEE"].streams["silent"].playbacks == set()
-    finally:
-        await player.close()
-        await publisher.close()
-        await play_sock.close()
-        await pub_sock.close()
+    pub_sock = await clients.socket()
+    play_sock = await clients.socket()
+    publisher = clients.publisher(pub_sock, "silent", codec="VP8", with_audio=False)
+    player = clients.player(play_sock, "silent")
+    await publisher.start()
+    await pub_sock.wait_for(definition="publish_started", stream_id="silent")
+    await player.start()
+    await player.wait_frames(5)
+    # The player's machine vanishes: nothing in, nothing out, no DTLS close.
+    pair = player.pc.getTransceivers()[0].receiver.transport.transport._connection._nominated[1]
+    pair.protocol.datagram_received = lambda data, addr: None
+    pair.protocol.transport.sendto = lambda data, addr=None: None
+    await play_sock.wait_for(definition="play_finished", stream_id="silent", timeout=15)
+    assert not server.router.subscribers
+    assert server.applications["WebRTCAppEE"].streams["silent"].playbacks == set()

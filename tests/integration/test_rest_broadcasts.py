@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsSocket, Player, Publisher
+from tests.support import eventually
+from tests.support.amsclient import AmsSocket
+from tests.support.clients import Clients
 
 pytestmark = pytest.mark.integration
 
 APP = "WebRTCAppEE"
-
-
-@pytest.fixture
-async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as session:
-        yield session
 
 
 def rest(path: str, app: str = APP) -> str:
@@ -48,25 +44,20 @@ async def create(http: aiohttp.ClientSession, app: str = APP, **fields: Any) -> 
 
 
 async def wait_status(http: aiohttp.ClientSession, stream_id: str, status: str, timeout: float = 10) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def reached() -> tuple[int, Any] | None:
         code, body = await call(http, "GET", f"/{stream_id}")
-        if code == 200 and body["status"] == status:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{stream_id}: status {status!r} not reached: {code} {body}")
-        await asyncio.sleep(0.05)
+        return (code, body) if code == 200 and body["status"] == status else None
+
+    _, body = await eventually(reached, timeout=timeout, what=f"{stream_id} to be {status!r}", interval=0.05)
+    return body
 
 
 async def wait_gone(http: aiohttp.ClientSession, stream_id: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        code, body = await call(http, "GET", f"/{stream_id}")
-        if code == 404:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{stream_id} still exists: {body}")
-        await asyncio.sleep(0.05)
+    async def gone() -> bool:
+        code, _ = await call(http, "GET", f"/{stream_id}")
+        return code == 404
+
+    await eventually(gone, timeout=timeout, what=f"{stream_id} to be gone", interval=0.05)
 
 
 # -- create ---------------------------------------------------------------------------------
@@ -211,8 +202,11 @@ async def test_get_returns_the_broadcast(server: Server, http: aiohttp.ClientSes
 async def test_list_pagination(server: Server, http: aiohttp.ClientSession) -> None:
     ids = [f"page{i}" for i in range(7)]
     for stream_id in ids:
-        await create(http, streamId=stream_id)
-        await asyncio.sleep(0.002)  # distinct creation dates
+        created = await create(http, streamId=stream_id)
+        # distinct creation dates (milliseconds): the next one is made once the clock has moved on
+        await eventually(
+            lambda created=created: int(time.time() * 1000) > created["date"], timeout=1, what="the next ms"
+        )
 
     status, everything = await call(http, "GET", "/list/0/50")
     assert status == 200
@@ -224,8 +218,8 @@ async def test_list_pagination(server: Server, http: aiohttp.ClientSession) -> N
         assert status == 200
         pages.append([b["streamId"] for b in page])
     assert [len(p) for p in pages] == [3, 3, 1]
-    assert sorted(sum(pages, [])) == sorted(ids)  # no overlap, nothing missed
-    assert sum(pages, []) == [b["streamId"] for b in everything]  # a stable order
+    assert sorted(itertools.chain.from_iterable(pages)) == sorted(ids)  # no overlap, nothing missed
+    assert list(itertools.chain.from_iterable(pages)) == [b["streamId"] for b in everything]  # a stable order
 
     status, beyond = await call(http, "GET", "/list/100/10")
     assert (status, beyond) == (200, [])
@@ -343,128 +337,111 @@ async def test_unknown_application_websocket_is_404(server: Server, http: aiohtt
 # -- with live streams ----------------------------------------------------------------------
 
 
-async def close_all(*things: Any) -> None:
-    for thing in things:
-        await thing.close()
-
-
-async def test_publish_to_a_rest_created_stream(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_publish_to_a_rest_created_stream(server: Server, http: aiohttp.ClientSession, clients: Clients) -> None:
     await create(http, streamId="live1", name="Live one")
-    sock = await AmsSocket.connect(server.port)
-    publisher = Publisher(sock, "live1")
-    try:
-        await publisher.start()
-        await sock.wait_for("notification", "publish_started", stream_id="live1")
-        body = await wait_status(http, "live1", "broadcasting")
-        assert body["name"] == "Live one"
-        assert body["zombi"] is False
-        assert body["startTime"] >= body["date"]
-        assert body["remoteIp"] == "127.0.0.1"
-        status, count = await call(http, "GET", "/active-live-stream-count")
-        assert (status, count) == (200, {"number": 1})
-        # A live stream's id is taken.
-        status, dup = await call(http, "POST", "/create", json={"streamId": "live1"})
-        assert status == 400  # Ant Media: 400 Result
-        assert_failure(dup)
+    sock = await clients.socket()
+    publisher = clients.publisher(sock, "live1")
+    await publisher.start()
+    await sock.wait_for("notification", "publish_started", stream_id="live1")
+    body = await wait_status(http, "live1", "broadcasting")
+    assert body["name"] == "Live one"
+    assert body["zombi"] is False
+    assert body["startTime"] >= body["date"]
+    assert body["remoteIp"] == "127.0.0.1"
+    status, count = await call(http, "GET", "/active-live-stream-count")
+    assert (status, count) == (200, {"number": 1})
+    # A live stream's id is taken.
+    status, dup = await call(http, "POST", "/create", json={"streamId": "live1"})
+    assert status == 400  # Ant Media: 400 Result
+    assert_failure(dup)
 
-        await publisher.stop()
-        await sock.wait_for("notification", "publish_finished", stream_id="live1")
-        body = await wait_status(http, "live1", "finished")
-        assert body["name"] == "Live one"
-        assert body["duration"] >= 0
-    finally:
-        await close_all(publisher, sock)
+    await publisher.stop()
+    await sock.wait_for("notification", "publish_finished", stream_id="live1")
+    body = await wait_status(http, "live1", "finished")
+    assert body["name"] == "Live one"
+    assert body["duration"] >= 0
 
 
-async def test_implicit_stream_record_is_removed_after_publish(server: Server, http: aiohttp.ClientSession) -> None:
-    sock = await AmsSocket.connect(server.port)
-    publisher = Publisher(sock, "implicit1")
-    try:
-        await publisher.start()
-        await sock.wait_for("notification", "publish_started", stream_id="implicit1")
-        body = await wait_status(http, "implicit1", "broadcasting")
-        assert body["zombi"] is True
-        await publisher.stop()
-        await sock.wait_for("notification", "publish_finished", stream_id="implicit1")
-        await wait_gone(http, "implicit1")
-    finally:
-        await close_all(publisher, sock)
+async def test_implicit_stream_record_is_removed_after_publish(
+    server: Server, http: aiohttp.ClientSession, clients: Clients
+) -> None:
+    sock = await clients.socket()
+    publisher = clients.publisher(sock, "implicit1")
+    await publisher.start()
+    await sock.wait_for("notification", "publish_started", stream_id="implicit1")
+    body = await wait_status(http, "implicit1", "broadcasting")
+    assert body["zombi"] is True
+    await publisher.stop()
+    await sock.wait_for("notification", "publish_finished", stream_id="implicit1")
+    await wait_gone(http, "implicit1")
 
 
-async def test_delete_live_stream_ends_publisher_and_players(server: Server, http: aiohttp.ClientSession) -> None:
+async def test_delete_live_stream_ends_publisher_and_players(
+    server: Server, http: aiohttp.ClientSession, clients: Clients
+) -> None:
     await create(http, streamId="doomed")
-    pub_sock = await AmsSocket.connect(server.port)
-    play_socks = [await AmsSocket.connect(server.port) for _ in range(2)]
-    publisher = Publisher(pub_sock, "doomed")
-    players = [Player(s, "doomed") for s in play_socks]
-    try:
-        await publisher.start()
-        await pub_sock.wait_for("notification", "publish_started", stream_id="doomed")
-        await asyncio.gather(*(p.start() for p in players))
-        for sock in play_socks:
-            await sock.wait_for("notification", "play_started", stream_id="doomed")
-        await asyncio.gather(*(p.wait_frames(5, timeout=20) for p in players))
-        body = await wait_status(http, "doomed", "broadcasting")
-        assert body["webRTCViewerCount"] == 2
+    pub_sock = await clients.socket()
+    play_socks = [await clients.socket() for _ in range(2)]
+    publisher = clients.publisher(pub_sock, "doomed")
+    players = [clients.player(s, "doomed") for s in play_socks]
+    await publisher.start()
+    await pub_sock.wait_for("notification", "publish_started", stream_id="doomed")
+    await asyncio.gather(*(p.start() for p in players))
+    for sock in play_socks:
+        await sock.wait_for("notification", "play_started", stream_id="doomed")
+    await asyncio.gather(*(p.wait_frames(5, timeout=20) for p in players))
+    body = await wait_status(http, "doomed", "broadcasting")
+    assert body["webRTCViewerCount"] == 2
 
-        status, result = await call(http, "DELETE", "/doomed")
-        assert status == 200
-        assert result["success"] is True
+    status, result = await call(http, "DELETE", "/doomed")
+    assert status == 200
+    assert result["success"] is True
 
-        await pub_sock.wait_for("notification", "publish_finished", stream_id="doomed")
-        for sock in play_socks:
-            await sock.wait_for("notification", "play_finished", stream_id="doomed")
-        status, body = await call(http, "GET", "/doomed")
-        assert status == 404
-        assert_failure(body)
-        # Sockets stay open: the clients were told, not cut off.
-        assert not pub_sock.closed.is_set()
-        assert all(not s.closed.is_set() for s in play_socks)
-        for _ in range(50):
-            if not server.router.dump()["publishers"] and not server.router.dump()["subscribers"]:
-                break
-            await asyncio.sleep(0.1)
-        assert server.router.dump() == {"publishers": [], "subscribers": []}
-        assert server.applications[APP].streams == {}
-        status, listed = await call(http, "GET", "/list/0/50")
-        assert (status, listed) == (200, [])
-    finally:
-        await close_all(*players, publisher, pub_sock, *play_socks)
+    await pub_sock.wait_for("notification", "publish_finished", stream_id="doomed")
+    for sock in play_socks:
+        await sock.wait_for("notification", "play_finished", stream_id="doomed")
+    status, body = await call(http, "GET", "/doomed")
+    assert status == 404
+    assert_failure(body)
+    # Sockets stay open: the clients were told, not cut off.
+    assert not pub_sock.closed.is_set()
+    assert all(not s.closed.is_set() for s in play_socks)
+    await eventually(
+        lambda: server.router.dump() == {"publishers": [], "subscribers": []}, timeout=5, what="the peers to close"
+    )
+    assert server.router.dump() == {"publishers": [], "subscribers": []}
+    assert server.applications[APP].streams == {}
+    status, listed = await call(http, "GET", "/list/0/50")
+    assert (status, listed) == (200, [])
 
 
-async def test_delete_implicit_live_stream(server: Server, http: aiohttp.ClientSession) -> None:
-    sock = await AmsSocket.connect(server.port)
-    publisher = Publisher(sock, "implicit2", with_audio=False)
-    try:
-        await publisher.start()
-        await sock.wait_for("notification", "publish_started", stream_id="implicit2")
-        await wait_status(http, "implicit2", "broadcasting")
-        status, result = await call(http, "DELETE", "/implicit2")
-        assert status == 200 and result["success"] is True
-        await sock.wait_for("notification", "publish_finished", stream_id="implicit2")
-        await wait_gone(http, "implicit2")
-    finally:
-        await close_all(publisher, sock)
+async def test_delete_implicit_live_stream(server: Server, http: aiohttp.ClientSession, clients: Clients) -> None:
+    sock = await clients.socket()
+    publisher = clients.publisher(sock, "implicit2", with_audio=False)
+    await publisher.start()
+    await sock.wait_for("notification", "publish_started", stream_id="implicit2")
+    await wait_status(http, "implicit2", "broadcasting")
+    status, result = await call(http, "DELETE", "/implicit2")
+    assert status == 200 and result["success"] is True
+    await sock.wait_for("notification", "publish_finished", stream_id="implicit2")
+    await wait_gone(http, "implicit2")
 
 
-async def test_live_stream_is_per_application(server: Server, http: aiohttp.ClientSession) -> None:
-    sock = await AmsSocket.connect(server.port, app="LiveApp")
-    publisher = Publisher(sock, "scoped", with_audio=False)
-    try:
-        await publisher.start()
-        await sock.wait_for("notification", "publish_started", stream_id="scoped")
-        status, body = await call(http, "GET", "/scoped", app="LiveApp")
-        assert status == 200
-        status, _ = await call(http, "GET", "/scoped")
-        assert status == 404
-        status, _ = await call(http, "DELETE", "/scoped")
-        assert status == 404
-        assert not publisher.finished.is_set()
-        _, count = await call(http, "GET", "/active-live-stream-count")
-        assert count == {"number": 0}
-        _, count = await call(http, "GET", "/active-live-stream-count", app="LiveApp")
-        assert count == {"number": 1}
-        await publisher.stop()
-        await sock.wait_for("notification", "publish_finished", stream_id="scoped")
-    finally:
-        await close_all(publisher, sock)
+async def test_live_stream_is_per_application(server: Server, http: aiohttp.ClientSession, clients: Clients) -> None:
+    sock = await clients.socket("LiveApp")
+    publisher = clients.publisher(sock, "scoped", with_audio=False)
+    await publisher.start()
+    await sock.wait_for("notification", "publish_started", stream_id="scoped")
+    status, _ = await call(http, "GET", "/scoped", app="LiveApp")
+    assert status == 200
+    status, _ = await call(http, "GET", "/scoped")
+    assert status == 404
+    status, _ = await call(http, "DELETE", "/scoped")
+    assert status == 404
+    assert not publisher.finished.is_set()
+    _, count = await call(http, "GET", "/active-live-stream-count")
+    assert count == {"number": 0}
+    _, count = await call(http, "GET", "/active-live-stream-count", app="LiveApp")
+    assert count == {"number": 1}
+    await publisher.stop()
+    await sock.wait_for("notification", "publish_finished", stream_id="scoped")

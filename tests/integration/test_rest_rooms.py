@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from confero.server import Server
-from tests.integration.test_conference import Member, close_all, eventually
+from tests.integration.test_conference import Member, close_all
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
 APP = "WebRTCAppEE"
 ROOM_FIELDS = {"roomId", "startDate", "endDate", "roomStreamList", "mode", "originAdress"}
-
-
-@pytest.fixture
-async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as session:
-        yield session
 
 
 def rooms(path: str = "", app: str = APP) -> str:

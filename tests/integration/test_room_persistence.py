@@ -12,9 +12,10 @@ import pytest
 
 from confero.server import Server
 from confero.store import SqliteStore
-from tests.amsclient import AmsSocket
-from tests.conftest import assert_no_leaks, assert_no_pending_tasks, make_settings
-from tests.integration.test_conference import Member, close_all, eventually
+from tests.integration.test_conference import Member, close_all
+from tests.support import eventually
+from tests.support.amsclient import AmsSocket
+from tests.support.server import assert_no_leaks, assert_no_pending_tasks, make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from confero.server import Server
-from tests.amsclient import AmsSocket
-from tests.integration.test_conference import Member, close_all, eventually
+from tests.integration.test_conference import Member, close_all
+from tests.support import eventually
+from tests.support.amsclient import AmsSocket
 
 pytestmark = pytest.mark.integration
 
 APP = "WebRTCAppEE"
 EXPIRED = "room_not_active_or_expired"
-
-
-@pytest.fixture
-async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as session:
-        yield session
 
 
 def rooms(path: str = "") -> str:
@@ -182,7 +176,7 @@ async def test_put_shortening_a_live_room_ends_it(server: Server, http: aiohttp.
         members += [a, b]
         await asyncio.gather(a.publish(room="cut"), b.publish(room="cut"))
         await a.play("cb", room="cut")
-        await asyncio.sleep(0.5)
+        await a.sock.round_trip()  # whatever the server had sent a by now has arrived
         assert "cut" in app.rooms and not a.sock.find(definition="leavedFromRoom")
 
         end = int(time.time()) + 1
@@ -207,18 +201,22 @@ async def test_put_extending_a_live_room_keeps_it(server: Server, http: aiohttp.
     now = int(time.time())
     await create_room(http, "ext", now, now + 2)
     app = server.applications[APP]
+    # A room whose window ends a second after ext's old one: its expiry comes after that end date.
+    await create_room(http, "ext-probe", now, now + 3)
     member = await Member.join(server, "xa", room="ext")
+    probe = await Member.join(server, "xp", room="ext-probe")
     try:
         await member.publish(room="ext")
         status, body = await call(http, "PUT", "/ext", json={"endDate": now + 3600, "mode": "legacy"})
         assert status == 200, body
-        await asyncio.sleep(max(0.0, now + 3 - time.time()) + 0.5)  # past the old end date
+        await assert_expired_for(probe, "ext-probe")  # past the old end date
+        await member.sock.round_trip()  # and whatever the server had sent the member has arrived
         assert "ext" in app.rooms
         assert member.sock.find(definition="leavedFromRoom") == []
         assert member.sock.find(is_error()) == []
         assert member.publisher is not None and not member.publisher.finished.is_set()
     finally:
-        await member.close()
+        await close_all([member, probe])
 
 
 async def test_refused_put_leaves_a_live_room_untouched(server: Server, http: aiohttp.ClientSession) -> None:

@@ -8,9 +8,8 @@ single media packet; the server holds no publisher or subscriber for it.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,10 @@ import pytest
 from confero.auth import jwt
 from confero.server import Server
 from confero.settings import AppSettings
-from tests.amsclient import AmsError, AmsSocket, Player, Publisher
-from tests.conftest import assert_no_leaks, assert_no_pending_tasks, make_settings
+from tests.support import eventually
+from tests.support.amsclient import AmsError, AmsSocket, Player, Publisher
+from tests.support.clients import Clients as BaseClients
+from tests.support.server import assert_no_leaks, assert_no_pending_tasks, make_settings, wait_idle
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +41,6 @@ BAD_TYPE = "Invalid token type. Supported types are 'play' and 'publish'"
 
 def app_settings(server: Server, app: str = APP) -> AppSettings:
     return server.settings.app(app)
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def call(http: aiohttp.ClientSession, method: str, path: str, **kw: Any) -> tuple[int, Any]:
@@ -108,32 +101,45 @@ def publishers(server: Server, stream_id: str | None = None) -> list[dict]:
     return [p for p in server.router.dump()["publishers"] if stream_id is None or p["name"] == stream_id]
 
 
+def holders(server: Server, stream_id: str) -> list[tuple]:
+    """Who holds `stream_id`: each publisher and its tracks, without the counters that move
+    while its media flows (the SSRCs, learned from the first packets, and every count)."""
+    return [
+        (
+            p["name"],
+            p["role"],
+            p["connectionState"],
+            p["closed"],
+            [(t["kind"], t["codec"]) for t in p["tracks"]],
+        )
+        for p in publishers(server, stream_id)
+    ]
+
+
 def subscribers(server: Server, stream_id: str) -> list[dict]:
     names = {f"{stream_id}/play", f"{stream_id}/room-play"}
     return [s for s in server.router.dump()["subscribers"] if s["name"] in names]
 
 
-class Clients:
+class Clients(BaseClients):
     """Every socket and peer a test opens, closed at the end whatever happens."""
 
     def __init__(self, server: Server) -> None:
+        super().__init__(server.port)
         self.server = server
-        self.sockets: list[AmsSocket] = []
-        self.peers: list[Publisher | Player] = []
         #: sockets that only ever made refused requests: they must never see any media signaling
         self.refused: list[AmsSocket] = []
 
     async def sock(self, app: str = APP) -> AmsSocket:
-        sock = await AmsSocket.connect(self.server.port, app)
-        self.sockets.append(sock)
-        return sock
+        return await self.socket(app)
 
     async def publish(
         self, stream_id: str, token: str | None = None, *, sock: AmsSocket | None = None, main_track: str = ""
     ) -> Publisher:
         sock = sock or await self.sock()
-        publisher = Publisher(sock, stream_id, token=token, extra={"mainTrack": main_track} if main_track else None)
-        self.peers.append(publisher)
+        publisher = self.publisher(
+            sock, stream_id, token=token, extra={"mainTrack": main_track} if main_track else None
+        )
         await publisher.start()
         await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
         return publisher
@@ -149,8 +155,7 @@ class Clients:
         frames: int = 10,
     ) -> Player:
         sock = sock or await self.sock()
-        player = Player(sock, stream_id, token=token, room=room, track_list=track_list)
-        self.peers.append(player)
+        player = self.player(sock, stream_id, token=token, room=room, track_list=track_list)
         await player.start()
         if frames:
             await player.wait_frames(frames, timeout=10)
@@ -169,9 +174,10 @@ class Clients:
         if sock is None:
             sock = await self.sock()
             self.refused.append(sock)
-        held_before = publishers(self.server, stream_id)
-        publisher = Publisher(sock, stream_id, token=token, extra={"mainTrack": main_track} if main_track else None)
-        self.peers.append(publisher)
+        held_before = holders(self.server, stream_id)
+        publisher = self.publisher(
+            sock, stream_id, token=token, extra={"mainTrack": main_track} if main_track else None
+        )
         with pytest.raises(AmsError) as info:
             await publisher.start(timeout=5)
         assert info.value.definition == definition, info.value.message
@@ -179,7 +185,7 @@ class Clients:
         # no `start`, so the client never even built a peer connection; nothing on the server
         assert publisher.start_message is None and publisher.pc is None
         assert sock.find("start", stream_id=stream_id) == []
-        assert publishers(self.server, stream_id) == held_before
+        assert holders(self.server, stream_id) == held_before
         if not held_before:
             assert stream_id not in self.server.applications[APP].streams
         await publisher.close()
@@ -199,8 +205,7 @@ class Clients:
             sock = await self.sock()
             self.refused.append(sock)
         before = len(subscribers(self.server, stream_id))
-        player = Player(sock, stream_id, token=token, room=room, track_list=track_list)
-        self.peers.append(player)
+        player = self.player(sock, stream_id, token=token, room=room, track_list=track_list)
         with pytest.raises(AmsError) as info:
             await player.start(timeout=5)
         assert info.value.definition == definition, info.value.message
@@ -218,27 +223,12 @@ class Clients:
             for command in ("start", "takeConfiguration", "takeCandidate"):
                 assert sock.find(command) == [], (command, sock.history)
 
-    async def close(self) -> None:
-        for peer in reversed(self.peers):
-            await peer.close()
-        for sock in self.sockets:
-            await sock.close()
-
 
 @pytest.fixture
 async def clients(server: Server) -> AsyncIterator[Clients]:
-    c = Clients(server)
-    try:
+    async with Clients(server) as c:
         yield c
         c.assert_refused_sockets_saw_no_media()
-    finally:
-        await c.close()
-
-
-@pytest.fixture
-async def http(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as session:
-        yield session
 
 
 async def assert_public(server: Server, http: aiohttp.ClientSession, app: str = APP) -> None:
@@ -262,9 +252,11 @@ async def test_publish_token_control_from_startup(tmp_path: Path) -> None:
     settings.app(APP).publishTokenControlEnabled = True
     server = Server(settings)
     await server.start()
-    clients = Clients(server)
     try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as http:
+        async with (
+            Clients(server) as clients,
+            aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as http,
+        ):
             # no token: refused, and nothing at all on the server
             await clients.refused_publish("s1")
             assert server.router.dump()["publishers"] == []
@@ -280,20 +272,14 @@ async def test_publish_token_control_from_startup(tmp_path: Path) -> None:
 
             await publisher.stop()
             await publisher.sock.wait_for(definition="publish_finished", stream_id="s1", timeout=10)
-            await eventually(lambda: "s1" not in server.applications[APP].streams, what="s1 to end")
+            await eventually(lambda: "s1" not in server.applications[APP].streams, timeout=10, what="s1 to end")
             # replay of the used token
             await clients.refused_publish("s1", token)
             clients.assert_refused_sockets_saw_no_media()
+        await wait_idle(server)
+        assert_no_leaks(server)
     finally:
-        await clients.close()
-        for _ in range(50):
-            if not server.dump()["sessions"] and not server.router.dump()["publishers"]:
-                break
-            await asyncio.sleep(0.1)
-        try:
-            assert_no_leaks(server)
-        finally:
-            await server.close()
+        await server.close()
     await assert_no_pending_tasks()
 
 
@@ -332,7 +318,7 @@ async def test_refused_publish_does_not_consume_a_valid_token(
     assert len(publishers(server, "s1")) == 1
     assert await listed(http, "s1") == [token]
     await holder.stop()
-    await eventually(lambda: "s1" not in server.applications[APP].streams, what="s1 to end")
+    await eventually(lambda: "s1" not in server.applications[APP].streams, timeout=10, what="s1 to end")
 
     # refused: unregistered stream while acceptOnlyStreamsInDataStore
     s.acceptOnlyStreamsInDataStore = True
@@ -346,7 +332,7 @@ async def test_refused_publish_does_not_consume_a_valid_token(
     assert await listed(http, "s1") == []
     await clients.play("s1")
     await publisher.stop()
-    await eventually(lambda: "s1" not in server.applications[APP].streams, what="s1 to end")
+    await eventually(lambda: "s1" not in server.applications[APP].streams, timeout=10, what="s1 to end")
     await clients.refused_publish("s1", token)
 
 
@@ -371,7 +357,7 @@ async def test_play_token_control(server: Server, http: aiohttp.ClientSession, c
     player = await clients.play("s1", token)
     assert token not in await listed(http, "s1")
     await player.stop()
-    await eventually(lambda: subscribers(server, "s1") == [], what="the player to go")
+    await eventually(lambda: subscribers(server, "s1") == [], timeout=10, what="the player to go")
     await clients.refused_play("s1", token)  # one-time
 
     # a play of a stream that is not live yet is refused without using the token up
@@ -413,6 +399,7 @@ async def test_room_bound_play_token(server: Server, http: aiohttp.ClientSession
     room_player = await clients.play("r1", token, room="r1", frames=0)  # multitrack: the whole room
     await eventually(
         lambda: room_player.frames_for("ARDAMSva") >= 10 and room_player.frames_for("ARDAMSvb") >= 10,
+        timeout=10,
         what="frames of a and b in the room play",
     )
     assert set(room_player.id_mapping.values()) >= {"ARDAMSva", "ARDAMSvb"}
@@ -468,7 +455,7 @@ async def test_token_control_in_join_room_flows(server: Server, http: aiohttp.Cl
     await clients.refused_play("b", await issue(http, "b", "publish", room="r1"), room="r1", sock=a_sock)
     room_token = await issue(http, "r1", "play", room="r1")
     room_player = await clients.play("r1", room_token, room="r1", track_list=["!b"], sock=b_sock, frames=0)
-    await eventually(lambda: room_player.frames_for("ARDAMSva") >= 10, what="frames of a in b's room play")
+    await eventually(lambda: room_player.frames_for("ARDAMSva") >= 10, timeout=10, what="frames of a in b's room play")
     assert "ARDAMSvb" not in room_player.id_mapping.values()
     await clients.play("b", room_token, room="r1", sock=a_sock)
 

@@ -1,4 +1,4 @@
-"""Self-test of the media half of ``tests/amsclient.py`` -- no Confero server involved.
+"""Self-test of the media half of ``tests/support/amsclient.py`` -- no Confero server involved.
 
 Two aiortc peers are wired directly in-process (offer/answer handed over as Python
 objects, candidates embedded in the SDP) over 127.0.0.1, using exactly the pieces
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 from aiortc import RTCPeerConnection
 
-from tests.amsclient import (
+from tests.support.amsclient import (
     TASK_PREFIX,
     DecodeErrorCounter,
     LossInjector,
@@ -281,7 +281,7 @@ async def fake_ams() -> AsyncIterator[FakeAms]:
 
 
 async def test_signaling_against_fake_ams(fake_ams: FakeAms) -> None:
-    from tests.amsclient import AmsError, AmsSocket, Player, Publisher
+    from tests.support.amsclient import AmsError, AmsSocket, Player, Publisher
 
     async with (
         AmsSocket(fake_ams.port, "LiveApp", query="target=origin") as sock,
