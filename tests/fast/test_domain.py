@@ -21,17 +21,14 @@ from confero.settings import Settings
 from confero.signaling import wire
 from confero.store import MemoryStore, RoomRecord, StreamRecord, TokenRecord
 from tests.fast.fakemedia import FakeMedia, FakeSink
+from tests.support import eventually
 
 APP = "WebRTCAppEE"
 
 
-async def until(predicate: Callable[[], object], what: str, timeout: float = 2.0) -> None:
-    """Wait for `predicate` (the domain's own tasks run meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.001)
+async def until(predicate: Callable[[], object], what: str, within: float = 2.0) -> None:
+    """Wait for `predicate` while the domain's own tasks run."""
+    await eventually(predicate, timeout=within, what=what)
 
 
 class World:
@@ -329,7 +326,7 @@ async def test_a_room_whose_window_ends_removes_its_members(world: World) -> Non
     await world.app.rooms.create(RoomRecord(room_id="short", start_date=now - 10, end_date=now + 1))
     a, sink = world.client()
     await world.live_publisher(a, "a1", room="short")
-    await until(lambda: "short" not in world.app.rooms, "the window to end", timeout=3.0)
+    await until(lambda: "short" not in world.app.rooms, "the window to end", within=3.0)
     assert sink.of(events.RoomWindowEnded) == [events.RoomWindowEnded("a1", "short")]
     assert sink.of(events.LeftRoom) == [events.LeftRoom("short", "a1")]
     assert "a1" not in world.app.streams

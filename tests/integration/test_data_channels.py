@@ -278,7 +278,7 @@ async def test_no_data_without_the_right_to_play(server: Server, clients: Client
         await refused.start()
     assert error.value.definition == "unauthorized_access"
 
-    token = await app.issue_token("tok", "play", int(time.time()) + 60)
+    token = await app.access.issue_token("tok", "play", int(time.time()) + 60)
     allowed = await clients.play("tok", token=token.token_id)
 
     publisher.channel.send("for token holders")

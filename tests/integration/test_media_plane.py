@@ -40,7 +40,8 @@ from confero.media import (
 )
 from confero.media.aiortc_hooks import TransportTap
 from confero.server import codec_mimes
-from tests.amsclient import (
+from tests.support import eventually
+from tests.support.amsclient import (
     MediaCounter,
     PublisherMedia,
     _candidate_from_message,
@@ -62,11 +63,7 @@ EMPTY = {"publishers": [], "subscribers": [], "tracks": []}
 
 
 async def until(predicate: Callable[[], object], what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    await eventually(predicate, timeout=within, what=what)
 
 
 @dataclass

@@ -27,7 +27,7 @@ def calls(server: Server) -> dict:
 
 
 def router_is_empty(server: Server) -> bool:
-    return server.router.dump() == {"publishers": [], "subscribers": []}
+    return server.router.dump() == {"publishers": [], "subscribers": [], "tracks": []}
 
 
 async def call_peer(clients: Clients, call_id: str = CALL, *, join: bool = True) -> PeerClient:
@@ -225,7 +225,7 @@ async def test_join_needs_a_token_when_token_control_is_on(server: Server) -> No
             await a.join()
         assert refused.value.definition == "unauthorized_access"
         assert calls(server) == {}
-        token = await app.issue_token(CALL, "play", int(time.time()) + 60)
+        token = await app.access.issue_token(CALL, "play", int(time.time()) + 60)
         await a.sock.send(
             {"command": "join", "streamId": CALL, "multiPeer": False, "mode": "both", "token": token.token_id}
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -122,10 +123,31 @@ async def test_stop_frees_the_stream_id_at_once(server: Server, clients: Clients
     await second.stop()
 
 
-async def test_server_tunes_the_garbage_collector(server: Server) -> None:
-    """Full collections stalled the loop while peers joined; the server collects less often."""
+async def test_serve_tunes_the_garbage_collector_and_a_server_does_not(server: Server, tmp_path: Path) -> None:
+    """Full collections stalled the loop while peers joined: the process collects less often.
+
+    The tuning is the process's (`serve()`), not a Server's: the fixture's server left it alone.
+    """
     import gc
+    import os
+    import signal
 
-    from confero.server import GC_THRESHOLDS
+    from confero.server import GC_THRESHOLDS, serve
+    from tests.support.server import make_settings
 
-    assert gc.get_threshold() == GC_THRESHOLDS
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+    ready = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(serve(make_settings(tmp_path / "serve"), ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 20)
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        if ready.is_set():
+            os.kill(os.getpid(), signal.SIGINT)  # serve() handles it: a clean shutdown
+        else:
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -27,10 +27,11 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
 
 def assert_no_leaks(server: Server) -> None:
     dump = server.dump()
-    assert dump["router"] == {"publishers": [], "subscribers": []}, dump["router"]
+    assert dump["router"] == {"publishers": [], "subscribers": [], "tracks": []}, dump["router"]
     for name, app in dump["applications"].items():
         assert app["streams"] == [], (name, app)
         assert app["rooms"] == [], (name, app)
+        assert app["clients"] == [], (name, app)
 
 
 def is_idle(server: Server) -> bool:

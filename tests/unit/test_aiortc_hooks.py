@@ -33,7 +33,8 @@ from aiortc.sdp import SessionDescription
 
 from confero.media import aiortc_hooks, fanout, rtp
 from confero.media.aiortc_hooks import IcePolicy, IdleTrack, TransportTap
-from tests.amsclient import (
+from tests.support import wait_until
+from tests.support.amsclient import (
     build_publisher_pc,
     codec_preferences,
     new_peer_connection,
@@ -47,14 +48,6 @@ MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-async def wait_until(predicate: Callable[[], object], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def assert_no_pending_tasks(within: float = 3.0) -> None:
@@ -973,7 +966,7 @@ async def test_never_decode_stops_the_decoder_thread() -> None:
     """A forwarded receiver keeps no decoder thread (aiortc starts one per receiver)."""
     import threading
 
-    from tests.amsclient import build_publisher_pc, new_peer_connection, wait_for_connected
+    from tests.support.amsclient import build_publisher_pc, new_peer_connection, wait_for_connected
 
     sender = build_publisher_pc("VP8", with_audio=False)
     receiver_pc = new_peer_connection()

@@ -155,6 +155,8 @@ def decode(text: str | bytes) -> tuple[str, Command]:
         raw = _decoder.decode(text)
     except msgspec.DecodeError as exc:
         raise DecodeFailure("invalid_json", f"not JSON: {exc}") from None
+    except RecursionError:
+        raise DecodeFailure("invalid_json", "the JSON is nested too deeply") from None
     if not isinstance(raw, dict):
         raise DecodeFailure("invalid_json", "a message must be a JSON object")
     name = raw.get("command")
@@ -169,6 +171,8 @@ def decode(text: str | bytes) -> tuple[str, Command]:
         command = msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
         raise DecodeFailure("invalid_field", str(exc), name, stream_id) from None
+    except RecursionError:
+        raise DecodeFailure("invalid_field", "a field is nested too deeply", name, stream_id) from None
     return name, command
 
 
