@@ -194,6 +194,32 @@ def test_check_stream_token(
     assert (why == "") is expected
 
 
+@pytest.mark.parametrize(
+    "token,type_,stream_id,stream_room",
+    [c[1:5] for c in CHECK_CASES if c[5] < c[1].expire_date],
+    ids=[c[0] for c in CHECK_CASES if c[5] < c[1].expire_date],
+)
+def test_jwt_and_one_time_tokens_follow_the_same_rules(
+    token: Tok, type_: str, stream_id: str, stream_room: str
+) -> None:
+    """A JWT carrying a one-time token's fields admits exactly what that token admits."""
+    one_time = tokens.check(token, type_=type_, stream_id=stream_id, stream_room=stream_room, now=NOW)
+    signed = jwt.issue_stream_token(SECRET, token.stream_id, token.type, future(), token.room_id)
+    assert jwt.check_stream_token(SECRET, signed, type_=type_, stream_id=stream_id, stream_room=stream_room) == (
+        one_time.allowed,
+        one_time.reason,
+    )
+
+
+def test_jwt_claims_are_compared_as_they_are() -> None:
+    """A numeric streamId claim is not the stream id spelled with the same digits."""
+    token = _forge({"streamId": 5, "type": "play", "exp": future()}, SECRET)
+    assert jwt.check_stream_token(SECRET, token, type_="play", stream_id="5") == (
+        False,
+        "the token is for another stream",
+    )
+
+
 def test_stream_token_expiry_boundary(clock: _Clock) -> None:
     exp = future(100)
     token = jwt.issue_stream_token(SECRET, "s1", "play", exp)
