@@ -1,10 +1,10 @@
 """Table tests of the stream-token rules (confero.auth.tokens) and JWTs (confero.auth.jwt).
 
-The rules (protocol.md §4.4, docs: issue "stream security"): the type must match and the token
-must not have expired (valid while now < expireDate); a room-less token admits only its own
-stream, once; a play token bound to a room admits, until it expires, the room itself and the
-streams of that room, and nothing outside it. JWT stream tokens carry the same claims and are
-checked with the secret alone; the REST bearer JWT needs only a valid HS256 signature.
+The rules (docs/security.md): the type must match and the token must not have expired (valid
+while now < expireDate); a room-less token admits only its own stream, once; a play token bound
+to a room admits, until it expires, the room itself and the streams of that room, and nothing
+outside it. JWT stream tokens carry the same claims and the same rules (confero.auth.tokens.admits)
+and are checked with the secret alone; the REST bearer JWT needs only a valid HS256 signature.
 """
 
 from __future__ import annotations
