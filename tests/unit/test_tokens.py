@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 import jwt as pyjwt
 import pytest
 
+from confero.api.routes import status_of
 from confero.auth import jwt, tokens
-from confero.domain.application import Application
+from confero.domain.access import Access
 from confero.errors import Forbidden, Unauthorized
 from confero.settings import Settings
 
@@ -352,13 +353,13 @@ def test_bearer_without_a_secret_is_refused() -> None:
     assert not jwt.check_bearer("", "Bearer " + pyjwt.encode({}, SECRET, algorithm="HS256"))
 
 
-# -- Application.check_rest_access (the REST guard's decision) ---------------------------------
+# -- Access.check_rest_access (the REST guard's decision) --------------------------------------
 
 
-def rest_app(**values: object) -> Application:
+def rest_app(**values: object) -> Access:
     settings = Settings()
     settings.app("WebRTCAppEE").update(values)
-    return Application("WebRTCAppEE", settings, store=None, router=None)  # type: ignore[arg-type]
+    return Access("WebRTCAppEE", lambda: settings.app("WebRTCAppEE"), store=None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("remote", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
@@ -372,7 +373,7 @@ def test_rest_default_allows_loopback(remote: str) -> None:
 def test_rest_default_refuses_other_addresses(remote: str) -> None:
     with pytest.raises(Forbidden) as info:
         rest_app().check_rest_access(remote, "")
-    assert info.value.status == 403 and info.value.message == "Not allowed IP"
+    assert status_of(info.value) == 403 and info.value.message == "Not allowed IP"
 
 
 def test_rest_allowed_cidrs() -> None:
@@ -397,10 +398,10 @@ def test_rest_app_jwt() -> None:
     app.check_rest_access("127.0.0.1", f"Bearer {good}")
     with pytest.raises(Unauthorized) as missing:
         app.check_rest_access("127.0.0.1", "")
-    assert missing.value.status == 401
+    assert status_of(missing.value) == 401
     with pytest.raises(Forbidden) as forged:
         app.check_rest_access("127.0.0.1", pyjwt.encode({"sub": "admin"}, OTHER, algorithm="HS256"))
-    assert forged.value.status == 403 and forged.value.message == "Invalid App JWT Token"
+    assert status_of(forged.value) == 403 and forged.value.message == "Invalid App JWT Token"
     # the address check comes first: a valid JWT does not open the API to other networks
     with pytest.raises(Forbidden) as ip:
         app.check_rest_access("10.0.0.1", good)
