@@ -16,17 +16,21 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "CONFERO_"
+
+#: The codecs a publisher may be allowed to send, by the name settings use (any case).
+CODEC_MIMES = {"vp8": "video/VP8", "h264": "video/H264", "opus": "audio/opus"}
 
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names it."""
 
 
-def _opt(help: str, flag: str | None = None, **kw: Any) -> Any:
-    return field(metadata={"help": help, "flag": flag}, **kw)
+def _about(help_text: str, flag: str | None = None) -> dict[str, str | None]:
+    """A server field's metadata: its help text, and its flag when not --FIELD-NAME."""
+    return {"help": help_text, "flag": flag}
 
 
 @dataclass
@@ -53,12 +57,11 @@ class AppSettings:
 
     def update(self, values: Mapping[str, Any], where: str = "settings") -> None:
         """Apply a partial update (REST POST); unknown keys and bad values are refused whole."""
-        known = {f.name: f for f in fields(self)}
         staged = {}
         for key, value in values.items():
-            if key not in known:
+            if key not in _APP_TYPES:
                 raise SettingsError(f"{where}: unknown setting {key!r}")
-            staged[key] = _coerce(f"{where}.{key}", known[key].type, value)
+            staged[key] = _coerce(f"{where}.{key}", _APP_TYPES[key], value)
         candidate = dataclasses.replace(self, **staged)
         candidate.validate(where)
         for key, value in staged.items():
@@ -86,12 +89,12 @@ class AppSettings:
 
     @classmethod
     def from_mapping(cls, name: str, values: Mapping[str, Any]) -> AppSettings:
-        known = {f.name: f for f in fields(cls)}
-        out = cls()
+        staged = {}
         for key, value in values.items():
-            if key not in known:
+            if key not in _APP_TYPES:
                 raise SettingsError(f"[apps.{name}]: unknown setting {key!r}")
-            setattr(out, key, _coerce(f"apps.{name}.{key}", known[key].type, value))
+            staged[key] = _coerce(f"apps.{name}.{key}", _APP_TYPES[key], value)
+        out = cls(**staged)
         out.validate(f"apps.{name}")
         return out
 
@@ -103,29 +106,36 @@ class AppSettings:
 class Settings:
     """Everything `confero serve` can be told."""
 
-    host: str = _opt("address the HTTP/WebSocket server listens on", default="0.0.0.0")
-    port: int = _opt("HTTP/WebSocket port", default=5080)
-    data_dir: str = _opt("folder of the embedded store", default="./confero-data")
-    ice_addresses: list[str] = _opt(
-        "local address to gather ICE candidates on (repeatable; default: every non-loopback interface)",
-        flag="--ice-address",
+    host: str = field(default="0.0.0.0", metadata=_about("address the HTTP/WebSocket server listens on"))
+    port: int = field(default=5080, metadata=_about("HTTP/WebSocket port"))
+    data_dir: str = field(default="./confero-data", metadata=_about("folder of the embedded store"))
+    ice_addresses: list[str] = field(
         default_factory=list,
+        metadata=_about(
+            "local address to gather ICE candidates on (repeatable; default: every non-loopback interface)",
+            flag="--ice-address",
+        ),
     )
-    udp_port_range: str = _opt("UDP ports for media, as LOW-HIGH (default: any)", default="")
-    announced_address: str = _opt("public address put in candidates instead of the local one (1:1 NAT)", default="")
-    log_level: str = _opt("DEBUG, INFO, WARNING or ERROR", default="INFO")
-    applications: list[str] = _opt(
-        "application names (repeatable)", flag="--application", default_factory=lambda: ["WebRTCAppEE", "LiveApp"]
+    udp_port_range: str = field(default="", metadata=_about("UDP ports for media, as LOW-HIGH (default: any)"))
+    announced_address: str = field(
+        default="", metadata=_about("public address put in candidates instead of the local one (1:1 NAT)")
     )
-    codecs: list[str] = _opt(
-        "codecs accepted from publishers, in order of preference (repeatable)",
-        flag="--codec",
+    log_level: str = field(default="INFO", metadata=_about("DEBUG, INFO, WARNING or ERROR"))
+    applications: list[str] = field(
+        default_factory=lambda: ["WebRTCAppEE", "LiveApp"],
+        metadata=_about("application names (repeatable)", flag="--application"),
+    )
+    codecs: list[str] = field(
         default_factory=lambda: ["VP8", "H264", "opus"],
+        metadata=_about("codecs accepted from publishers, in order of preference (repeatable)", flag="--codec"),
     )
-    max_bitrate: int = _opt("bitrate (bit/s) publishers are told they may send (REMB)", default=2_500_000)
-    publish_timeout: float = _opt("seconds a publish or play may take to connect", default=20.0)
-    compiled_fanout: bool = _opt(
-        "forward with the compiled fan-out when it is built (false: the pure-Python engine)", default=True
+    max_bitrate: int = field(
+        default=2_500_000, metadata=_about("bitrate (bit/s) publishers are told they may send (REMB)")
+    )
+    publish_timeout: float = field(default=20.0, metadata=_about("seconds a publish or play may take to connect"))
+    compiled_fanout: bool = field(
+        default=True,
+        metadata=_about("forward with the compiled fan-out when it is built (false: the pure-Python engine)"),
     )
     apps: dict[str, AppSettings] = field(default_factory=dict, metadata={"help": "", "flag": None, "file_only": True})
 
@@ -148,21 +158,31 @@ class Settings:
             self.apps[name] = AppSettings()
         return self.apps[name]
 
+    def codec_mimes(self) -> tuple[str, ...]:
+        """The MIME types of `codecs`, in the same order; an unknown name is a SettingsError."""
+        out = []
+        for name in self.codecs:
+            mime = CODEC_MIMES.get(name.lower())
+            if mime is None:
+                raise SettingsError(f"codecs: {name!r} is not one of VP8, H264, opus")
+            out.append(mime)
+        return tuple(out)
+
     def validate(self) -> None:
+        """Raise SettingsError for the first unusable setting; changes nothing."""
         self.port_range()
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port: {self.port} is not a port")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError(f"log_level: {self.log_level!r} is not a level")
-        for codec in self.codecs:
-            if codec.lower() not in ("vp8", "h264", "opus"):
-                raise SettingsError(f"codecs: {codec!r} is not one of VP8, H264, opus")
-        for name in self.apps:
-            if name not in self.applications:
-                self.applications.append(name)
-        for name in self.applications:
+        self.codec_mimes()
+        for name in [*self.applications, *self.apps]:
             if not name or not all(c.isalnum() or c in "_-." for c in name):
                 raise SettingsError(f"applications: {name!r} is not a valid application name")
+
+    def application_names(self) -> list[str]:
+        """`applications` followed by every [apps.NAME] table's name it does not list yet."""
+        return [*self.applications, *(name for name in self.apps if name not in self.applications)]
 
     @classmethod
     def sample_toml(cls) -> str:
@@ -197,6 +217,9 @@ class Settings:
             settings.apply_file(Path(config))
         settings.apply_env(env)
         settings.apply_args(args)
+        # An application named only by its [apps.NAME] table is served too, whichever source
+        # set `applications`.
+        settings.applications = settings.application_names()
         settings.validate()
         return settings
 
@@ -212,7 +235,7 @@ class Settings:
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             env_name = ENV_PREFIX + f.name.upper()
             help_text = f"{f.metadata['help']} (env {env_name})"
-            if _is_list(f.type):
+            if _is_list(_SERVER_TYPES[f.name]):
                 parser.add_argument(flag, dest=f.name, action="append", help=help_text)
             else:
                 parser.add_argument(flag, dest=f.name, help=help_text)
@@ -225,7 +248,7 @@ class Settings:
             raise SettingsError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path}: {exc}") from None
-        known = {f.name: f for f in self.server_fields()}
+        known = {f.name: _SERVER_TYPES[f.name] for f in self.server_fields()}
         for key, value in data.items():
             if key == "apps":
                 if not isinstance(value, dict):
@@ -237,23 +260,24 @@ class Settings:
                 continue
             if key not in known:
                 raise SettingsError(f"config file {path}: unknown setting {key!r}")
-            setattr(self, key, _coerce(key, known[key].type, value))
+            setattr(self, key, _coerce(key, known[key], value))
 
     def apply_env(self, env: Mapping[str, str]) -> None:
         for f in self.server_fields():
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None:
-                value: Any = [p.strip() for p in raw.split(",") if p.strip()] if _is_list(f.type) else raw
-                setattr(self, f.name, _coerce(ENV_PREFIX + f.name.upper(), f.type, value))
+                type_ = _SERVER_TYPES[f.name]
+                value: object = [p.strip() for p in raw.split(",") if p.strip()] if _is_list(type_) else raw
+                setattr(self, f.name, _coerce(ENV_PREFIX + f.name.upper(), type_, value))
 
     def apply_args(self, args: argparse.Namespace) -> None:
         for f in self.server_fields():
             value = getattr(args, f.name, None)
             if value is not None:
-                setattr(self, f.name, _coerce("--" + f.name.replace("_", "-"), f.type, value))
+                setattr(self, f.name, _coerce("--" + f.name.replace("_", "-"), _SERVER_TYPES[f.name], value))
 
 
-def _toml_value(value: Any) -> str:
+def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -263,37 +287,49 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
-def _is_list(type_: Any) -> bool:
-    return str(type_).startswith("list")
+def _field_types(cls: type[Any]) -> Mapping[str, object]:
+    """A dataclass's field types, resolved (the module's annotations are strings)."""
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
 
 
-def _coerce(name: str, type_: Any, value: Any) -> Any:
-    kind = str(type_)
+def _is_list(type_: object) -> bool:
+    return get_origin(type_) is list
+
+
+def _type_name(type_: object) -> str:
+    if get_origin(type_) is list:
+        return "list[" + ", ".join(_type_name(a) for a in get_args(type_)) + "]"
+    return getattr(type_, "__name__", str(type_))
+
+
+def _coerce(name: str, type_: object, value: object) -> Any:
+    """`value` as `type_` (str, int, float, bool or list[str]), or a SettingsError naming `name`."""
     try:
-        if kind.startswith("list"):
+        if _is_list(type_):
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise TypeError
             return list(value)
-        if kind == "bool":
+        if type_ is bool:
             if isinstance(value, bool):
                 return value
             if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                 return value.lower() in ("1", "true", "yes", "on")
             raise TypeError
-        if kind == "int":
-            if isinstance(value, bool):
+        if type_ is int or type_ is float:
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise TypeError
-            return int(value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if kind == "str":
+            return int(value) if type_ is int else float(value)
+        if type_ is str:
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise TypeError
             return str(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"{name}: {value!r} is not a valid {kind}") from None
-    return value
+        raise SettingsError(f"{name}: {value!r} is not a valid {_type_name(type_)}") from None
+    raise TypeError(f"{name}: settings cannot hold a {_type_name(type_)}")
+
+
+_APP_TYPES = _field_types(AppSettings)
+_SERVER_TYPES = _field_types(Settings)

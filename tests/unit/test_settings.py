@@ -109,7 +109,7 @@ def test_missing_file_is_refused(tmp_path: Path) -> None:
 
 def test_malformed_file_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "port = = 1\n")
-    with pytest.raises(SettingsError, match="confero.toml"):
+    with pytest.raises(SettingsError, match=r"confero\.toml"):
         load("--config", str(path))
 
 
@@ -179,7 +179,7 @@ def test_app_table_with_invalid_name_is_refused(tmp_path: Path) -> None:
 def test_apps_must_be_tables(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="apps"):
         load("--config", str(write(tmp_path, "apps = 3\n")))
-    with pytest.raises(SettingsError, match="apps.X"):
+    with pytest.raises(SettingsError, match=r"apps\.X"):
         load("--config", str(write(tmp_path, "[apps]\nX = 3\n")))
 
 
@@ -440,3 +440,43 @@ def test_list_fields_are_repeatable_flags() -> None:
             s = Settings()
             s.apply_env({ENV_PREFIX + f.name.upper(): "a,b"})
             assert getattr(s, f.name) == ["a", "b"], f.name
+
+
+# -- validation changes nothing; names normalised when loading ------------------------------
+
+
+def test_validate_does_not_change_the_settings() -> None:
+    s = Settings(applications=["LiveApp"], apps={"MyApp": AppSettings(dataChannelEnabled=False)})
+    s.validate()
+    assert s.applications == ["LiveApp"]
+    assert list(s.apps) == ["MyApp"]
+
+
+def test_validate_refuses_an_app_table_with_a_bad_name() -> None:
+    with pytest.raises(SettingsError, match="bad/name"):
+        Settings(apps={"bad/name": AppSettings()}).validate()
+
+
+def test_app_table_is_added_to_applications_from_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, "[apps.MyApp]\ndataChannelEnabled = false\n")
+    s = load("--config", str(path), "--application", "Only")
+    assert s.applications == ["Only", "MyApp"]
+    s = load("--config", str(path), env={"CONFERO_APPLICATIONS": "MyApp,Other"})
+    assert s.applications == ["MyApp", "Other"]
+
+
+# -- codecs ---------------------------------------------------------------------------------
+
+
+def test_codec_mimes_in_order_any_case() -> None:
+    assert Settings().codec_mimes() == ("video/VP8", "video/H264", "audio/opus")
+    assert Settings(codecs=["OPUS", "h264", "vp8"]).codec_mimes() == ("audio/opus", "video/H264", "video/VP8")
+    assert Settings(codecs=[]).codec_mimes() == ()
+
+
+def test_unknown_codec_is_a_settings_error() -> None:
+    s = Settings(codecs=["VP8", "theora"])
+    with pytest.raises(SettingsError, match="codecs: 'theora' is not one of VP8, H264, opus"):
+        s.codec_mimes()
+    with pytest.raises(SettingsError, match="theora"):
+        s.validate()

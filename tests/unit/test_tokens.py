@@ -1,10 +1,10 @@
 """Table tests of the stream-token rules (confero.auth.tokens) and JWTs (confero.auth.jwt).
 
-The rules (protocol.md §4.4, docs: issue "stream security"): the type must match and the token
-must not have expired (valid while now < expireDate); a room-less token admits only its own
-stream, once; a play token bound to a room admits, until it expires, the room itself and the
-streams of that room, and nothing outside it. JWT stream tokens carry the same claims and are
-checked with the secret alone; the REST bearer JWT needs only a valid HS256 signature.
+The rules (docs/security.md): the type must match and the token must not have expired (valid
+while now < expireDate); a room-less token admits only its own stream, once; a play token bound
+to a room admits, until it expires, the room itself and the streams of that room, and nothing
+outside it. JWT stream tokens carry the same claims and the same rules (confero.auth.tokens.admits)
+and are checked with the secret alone; the REST bearer JWT needs only a valid HS256 signature.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 import jwt as pyjwt
 import pytest
 
+from confero.api.routes import status_of
 from confero.auth import jwt, tokens
-from confero.domain.application import Application
+from confero.domain.access import Access
 from confero.errors import Forbidden, Unauthorized
 from confero.settings import Settings
 
@@ -194,6 +195,32 @@ def test_check_stream_token(
     assert (why == "") is expected
 
 
+@pytest.mark.parametrize(
+    "token,type_,stream_id,stream_room",
+    [c[1:5] for c in CHECK_CASES if c[5] < c[1].expire_date],
+    ids=[c[0] for c in CHECK_CASES if c[5] < c[1].expire_date],
+)
+def test_jwt_and_one_time_tokens_follow_the_same_rules(
+    token: Tok, type_: str, stream_id: str, stream_room: str
+) -> None:
+    """A JWT carrying a one-time token's fields admits exactly what that token admits."""
+    one_time = tokens.check(token, type_=type_, stream_id=stream_id, stream_room=stream_room, now=NOW)
+    signed = jwt.issue_stream_token(SECRET, token.stream_id, token.type, future(), token.room_id)
+    assert jwt.check_stream_token(SECRET, signed, type_=type_, stream_id=stream_id, stream_room=stream_room) == (
+        one_time.allowed,
+        one_time.reason,
+    )
+
+
+def test_jwt_claims_are_compared_as_they_are() -> None:
+    """A numeric streamId claim is not the stream id spelled with the same digits."""
+    token = _forge({"streamId": 5, "type": "play", "exp": future()}, SECRET)
+    assert jwt.check_stream_token(SECRET, token, type_="play", stream_id="5") == (
+        False,
+        "the token is for another stream",
+    )
+
+
 def test_stream_token_expiry_boundary(clock: _Clock) -> None:
     exp = future(100)
     token = jwt.issue_stream_token(SECRET, "s1", "play", exp)
@@ -326,13 +353,13 @@ def test_bearer_without_a_secret_is_refused() -> None:
     assert not jwt.check_bearer("", "Bearer " + pyjwt.encode({}, SECRET, algorithm="HS256"))
 
 
-# -- Application.check_rest_access (the REST guard's decision) ---------------------------------
+# -- Access.check_rest_access (the REST guard's decision) --------------------------------------
 
 
-def rest_app(**values: object) -> Application:
+def rest_app(**values: object) -> Access:
     settings = Settings()
     settings.app("WebRTCAppEE").update(values)
-    return Application("WebRTCAppEE", settings, store=None, router=None)  # type: ignore[arg-type]
+    return Access("WebRTCAppEE", lambda: settings.app("WebRTCAppEE"), store=None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("remote", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
@@ -346,7 +373,7 @@ def test_rest_default_allows_loopback(remote: str) -> None:
 def test_rest_default_refuses_other_addresses(remote: str) -> None:
     with pytest.raises(Forbidden) as info:
         rest_app().check_rest_access(remote, "")
-    assert info.value.status == 403 and info.value.message == "Not allowed IP"
+    assert status_of(info.value) == 403 and info.value.message == "Not allowed IP"
 
 
 def test_rest_allowed_cidrs() -> None:
@@ -371,10 +398,10 @@ def test_rest_app_jwt() -> None:
     app.check_rest_access("127.0.0.1", f"Bearer {good}")
     with pytest.raises(Unauthorized) as missing:
         app.check_rest_access("127.0.0.1", "")
-    assert missing.value.status == 401
+    assert status_of(missing.value) == 401
     with pytest.raises(Forbidden) as forged:
         app.check_rest_access("127.0.0.1", pyjwt.encode({"sub": "admin"}, OTHER, algorithm="HS256"))
-    assert forged.value.status == 403 and forged.value.message == "Invalid App JWT Token"
+    assert status_of(forged.value) == 403 and forged.value.message == "Invalid App JWT Token"
     # the address check comes first: a valid JWT does not open the API to other networks
     with pytest.raises(Forbidden) as ip:
         app.check_rest_access("10.0.0.1", good)

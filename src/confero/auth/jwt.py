@@ -6,6 +6,8 @@ import time
 
 import jwt as pyjwt
 
+from confero.auth.tokens import admits
+
 ALGORITHM = "HS256"
 MIN_SECRET = 32
 
@@ -31,21 +33,19 @@ def stream_claims(secret: str, token: str) -> dict[str, object] | None:
 def check_stream_token(
     secret: str, token: str, *, type_: str, stream_id: str, stream_room: str = ""
 ) -> tuple[bool, str]:
+    """Whether a JWT stream token admits the request, and why not (the rules of `tokens.admits`)."""
     claims = stream_claims(secret, token)
     if claims is None:
         return False, "invalid or expired JWT"
-    if claims.get("type") != type_:
-        return False, f"a {claims.get('type')} token cannot {type_}"
-    room = claims.get("roomId") or ""
-    if room:
-        if type_ == "play" and stream_room == room:
-            return True, ""
-        if type_ == "publish" and claims.get("streamId") == stream_id and stream_room == room:
-            return True, ""
-        return False, f"the token is for room {room}"
-    if claims.get("streamId") != stream_id:
-        return False, "the token is for another stream"
-    return True, ""
+    decision = admits(
+        token_type=claims.get("type"),
+        token_stream=claims.get("streamId"),
+        token_room=claims.get("roomId") or "",
+        type_=type_,
+        stream_id=stream_id,
+        stream_room=stream_room,
+    )
+    return decision.allowed, decision.reason
 
 
 def check_bearer(secret: str, header: str) -> bool:

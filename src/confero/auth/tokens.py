@@ -36,6 +36,38 @@ def new_token_id() -> str:
     return secrets.token_urlsafe(24)
 
 
+def admits(
+    *,
+    token_type: object,
+    token_stream: object,
+    token_room: object,
+    type_: str,
+    stream_id: str,
+    stream_room: str = "",
+    expired: bool = False,
+) -> Decision:
+    """The rules both kinds of token follow (one-time tokens here, JWT stream tokens in `jwt`).
+
+    `token_*` are what the token carries (a JWT's claims need not be strings, so they are
+    compared as they are); `expired` is the caller's, since a one-time token stores its expiry
+    and a JWT's is checked with its signature. `consume` says whether a one-time token is used
+    up by the request; a JWT is never consumed.
+    """
+    if token_type != type_:
+        return Decision(False, reason=f"a {token_type} token cannot {type_}")
+    if expired:
+        return Decision(False, reason="the token has expired")
+    if token_room:
+        if type_ == "play" and stream_room == token_room:
+            return Decision(True)
+        if type_ == "publish" and token_stream == stream_id and stream_room == token_room:
+            return Decision(True, consume=True)
+        return Decision(False, reason=f"the token is for room {token_room}")
+    if token_stream != stream_id:
+        return Decision(False, reason="the token is for another stream")
+    return Decision(True, consume=True)
+
+
 def check(
     token: Token | None,
     *,
@@ -52,16 +84,12 @@ def check(
     now = time.time() if now is None else now
     if token is None:
         return Decision(False, reason="no such token")
-    if token.type != type_:
-        return Decision(False, reason=f"a {token.type} token cannot {type_}")
-    if now >= token.expire_date:
-        return Decision(False, reason="the token has expired")
-    if token.room_id:
-        if type_ == "play" and stream_room == token.room_id:
-            return Decision(True)
-        if type_ == "publish" and token.stream_id == stream_id and stream_room == token.room_id:
-            return Decision(True, consume=True)
-        return Decision(False, reason=f"the token is for room {token.room_id}")
-    if token.stream_id != stream_id:
-        return Decision(False, reason="the token is for another stream")
-    return Decision(True, consume=True)
+    return admits(
+        token_type=token.type,
+        token_stream=token.stream_id,
+        token_room=token.room_id,
+        type_=type_,
+        stream_id=stream_id,
+        stream_room=stream_room,
+        expired=now >= token.expire_date,
+    )
