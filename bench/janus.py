@@ -182,7 +182,7 @@ cors: {{
         env = dict(os.environ)
         env["LD_PRELOAD"] = str(shim)
         self.command = [binary, "-F", str(conf), "-C", str(conf / "janus.jcfg"), "-i", "127.0.0.1", "-o", "-D"]
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  (lives as long as the process; closed in stop())
         self.proc = subprocess.Popen(
             self.command, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True, env=env
         )

@@ -84,8 +84,8 @@ def proc_cpu(pid: int) -> tuple[float, float, float]:
 def udp_errors() -> dict[str, int]:
     """System-wide UDP counters (/proc/net/snmp): socket-buffer overflows show up here, not as server bugs."""
     try:
-        lines = [l.split() for l in Path("/proc/net/snmp").read_text().splitlines() if l.startswith("Udp:")]
-        table = dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
+        rows = [r.split() for r in Path("/proc/net/snmp").read_text().splitlines() if r.startswith("Udp:")]
+        table = dict(zip(rows[0][1:], (int(v) for v in rows[1][1:]), strict=True))
     except (OSError, IndexError, ValueError):
         return {}
     return {k: table.get(k, 0) for k in ("InErrors", "RcvbufErrors", "SndbufErrors")}
@@ -189,7 +189,7 @@ class LoadGen:
 
     def __init__(self, cmd: list[str], stderr_path: Path, cpu: int | None) -> None:
         self.cmd = cmd
-        self._stderr = open(stderr_path, "wb")
+        self._stderr = open(stderr_path, "wb")  # noqa: SIM115  (lives as long as the load generator)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=REPO)
         if cpu is not None:
             os.sched_setaffinity(self.proc.pid, {cpu})

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         def cell(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
 
-        def rel(v: float | None) -> str:
+        def rel(v: float | None, base: float = base) -> str:
             return "-" if v is None or not base else f"{v / base:.2f}"
 
         print(

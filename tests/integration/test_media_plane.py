@@ -40,6 +40,7 @@ from confero.media import (
 )
 from confero.media.aiortc_hooks import TransportTap
 from confero.server import codec_mimes
+from tests.conftest import assert_no_pending_tasks
 from tests.support import eventually
 from tests.support.amsclient import (
     MediaCounter,
@@ -49,7 +50,6 @@ from tests.support.amsclient import (
     new_peer_connection,
     wait_for_connected,
 )
-from tests.conftest import assert_no_pending_tasks
 
 pytestmark = pytest.mark.integration
 

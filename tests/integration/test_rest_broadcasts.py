@@ -407,7 +407,9 @@ async def test_delete_live_stream_ends_publisher_and_players(
     assert not pub_sock.closed.is_set()
     assert all(not s.closed.is_set() for s in play_socks)
     await eventually(
-        lambda: server.router.dump() == {"publishers": [], "subscribers": [], "tracks": []}, timeout=5, what="the peers to close"
+        lambda: server.router.dump() == {"publishers": [], "subscribers": [], "tracks": []},
+        timeout=5,
+        what="the peers to close",
     )
     assert server.router.dump() == {"publishers": [], "subscribers": [], "tracks": []}
     assert server.applications[APP].streams == {}
