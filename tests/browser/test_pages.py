@@ -409,7 +409,7 @@ async def test_conference_recovers_after_the_connection_drops(server: Server, co
         for tab in tabs:
             await frames_advance(tab, REMOTE_TILES, 1)
         ben_id = (await tabs[1].state())["streamId"]
-        session = next(s for s in server.sessions if ben_id in s.owned)
+        session = next(s for s in server.sessions if ben_id in s.client.legs)
         await session.ws.close()  # as if the network dropped
         await tabs[1].wait("s.events.includes('closed')", timeout=10_000)
         await tabs[1].wait(
