@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from typing import TypeVar
 
 from confero.domain import observer
 from confero.domain.access import Access
@@ -23,6 +24,8 @@ from confero.errors import BadRequest, IdTaken, InUse, NotFound, ShuttingDown, U
 from confero.store import StreamRecord, TokenRecord, now_ms
 
 logger = logging.getLogger(__name__)
+
+P = TypeVar("P", Playback, RoomPlayback)
 
 
 class Streams(Mapping[str, Stream]):
@@ -205,13 +208,7 @@ class Streams(Mapping[str, Stream]):
             # A member's media never reaches a room it has not joined.
             raise NotFound(f"stream {stream_id} is not streaming in room {room}")
         await self.access.consume(grant)
-        playback = stream.add_player(client)
-        try:
-            await playback.offer()
-        except BaseException:
-            await playback.close("error")
-            raise
-        return playback
+        return await self._offer(stream.add_player(client))
 
     async def _play_room(
         self, client: RoomClient, room_id: str, track_list: list[str], own_stream_id: str, grant: TokenRecord | None
@@ -222,7 +219,11 @@ class Streams(Mapping[str, Stream]):
         excluded |= {m.stream_id for m in live_room.members.values() if m.client.client_id == client.client_id}
         if own_stream_id:
             excluded.add(own_stream_id)
-        playback = live_room.add_player(client, excluded)
+        return await self._offer(live_room.add_player(client, excluded))
+
+    @staticmethod
+    async def _offer(playback: P) -> P:
+        """Make the play's first offer; a play whose offer fails is closed."""
         try:
             await playback.offer()
         except BaseException:
