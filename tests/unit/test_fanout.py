@@ -576,6 +576,40 @@ async def test_bind_loop_flushes_once_per_iteration() -> None:
         link.close()
 
 
+def test_bind_loop_on_uvloop() -> None:
+    """The server runs on uvloop: its running loop is found too, so copies are batched there."""
+    uvloop = pytest.importorskip("uvloop")
+    engine = engine_named("compiled")
+    link = make_link(engine)
+    seen: list[int] = []
+
+    async def forward() -> None:
+        loop = asyncio.get_running_loop()
+        queue = engine.bind_loop(loop)
+        assert queue is not None
+        try:
+            copy = copy_of(engine)
+            copy.set_output(link.output)
+            for n in range(3):
+                engine.fanout([copy], packet(n, 0, b"u" * 400), 12, n == 0)
+            seen.append(queue.queued())
+            await asyncio.sleep(0)
+            seen.append(queue.queued())
+        finally:
+            engine.unbind_loop(loop)
+
+    try:
+        loop = uvloop.new_event_loop()
+        try:
+            loop.run_until_complete(forward())
+        finally:
+            loop.close()
+        assert seen == [3, 0]
+        assert len(link.received(3)) == 3
+    finally:
+        link.close()
+
+
 async def test_binds_are_counted_and_unbind_flushes() -> None:
     """Two Routers on one loop share its queue; the first to close flushes it but the queue
     stays until the second closes too."""

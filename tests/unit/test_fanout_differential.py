@@ -555,3 +555,25 @@ def test_the_harness_compares_something() -> None:
         assert got == c.drain()
         assert total == 5 * 2 and sum(map(len, got)) == 2
         assert py.copies[0].retransmitted == 2 and py.copies[0].numbering.rtx_seq == 1  # wrapped
+
+
+@pytest.mark.parametrize("rtx", [None, (0x33, 101)], ids=["plain", "rtx"])
+def test_retransmits_at_max_packet(rtx: tuple[int, int] | None) -> None:
+    """A NACK for packets whose rewrite is MAX_PACKET - 2 .. MAX_PACKET bytes: resent (as RTX
+    with its 2 extra bytes only while they fit) or skipped alike on both engines."""
+    ext = b"\xbe\xde\x00\x01\x10\x30\x00\x00"
+    spec = WorldSpec(1, [(0x1234, 100, 0, True)], [CopySpec(0, 0, None, True, 7, 100, rtx, 1000, 0, 0, ext)])
+    sizes = [MAX_PACKET - 12 - len(ext) - d for d in (2, 1, 0)]
+    frame = [Packet(0, 1, 0, n == 0, False, 0, b"", (n, size), 0, frozenset()) for n, size in enumerate(sizes)]
+    with worlds(spec) as (py, c):
+        for p in frame:
+            assert py.packet(p, 0) == c.packet(p, 0)
+        assert py.drain() == c.drain()
+        nack = Op("nack", 0, ((True, 0), (True, 1), (True, 2)))
+        resolved = py.resolve(nack)
+        py.apply(nack, resolved)
+        c.apply(nack, resolved)
+        assert py.state() == c.state()
+        got = py.drain()
+        assert got == c.drain()
+        assert py.copies[0].retransmitted == (1 if rtx else 3)  # with RTX only the smallest fits
