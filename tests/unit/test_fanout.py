@@ -179,7 +179,7 @@ def test_many_copies_one_call(engine: fanout.Engine) -> None:
     links = [make_link(engine) for _ in range(5)]
     try:
         copies = [copy_of(engine, next_seq=100 * i) for i in range(5)]
-        for copy, link in zip(copies, links):
+        for copy, link in zip(copies, links, strict=True):
             copy.set_output(link.output)
         copies[2].enabled = False
         assert engine.fanout(copies, packet(7, 70, b"key"), 12, True) == [0, 1, 3, 4]
@@ -413,42 +413,51 @@ def strip_padding(packet: bytes) -> bytes:
     return bytes([packet[0] & ~0x20 & 0xFF]) + packet[1 : len(packet) - packet[-1]]
 
 
+@dataclass
+class Batching:
+    """A send queue for code that runs with no event loop, and the flushes it asked for."""
+
+    queue: Any
+    calls: list[object]
+
+
 @pytest.fixture
-def batching() -> Iterator[list[int]]:
-    """The compiled engine with a scheduler that only records its calls; tests flush by hand."""
+def batching() -> Iterator[Batching]:
+    """The compiled engine queueing outside any event loop, with a schedule that only records
+    its calls; tests flush by hand."""
     from confero.media import _fanout
 
-    calls: list[int] = []
-    _fanout.set_scheduler(lambda: calls.append(1))
+    calls: list[object] = []
+    queue = _fanout.bind_loop(None, calls.append)
     try:
-        yield calls
+        yield Batching(queue, calls)
     finally:
-        _fanout.set_scheduler(None)
-    assert _fanout.queued() == 0
+        assert _fanout.unbind_loop(None)
+    assert queue.queued() == 0
+    assert _fanout.loop_queue(None) is None
 
 
-def test_batched_copies_wait_for_flush_and_arrive_in_order(batching: list[int]) -> None:
-    from confero.media import _fanout
-
+def test_batched_copies_wait_for_flush_and_arrive_in_order(batching: Batching) -> None:
+    queue = batching.queue
     engine = engine_named("compiled")
     links = [make_link(engine) for _ in range(3)]
     try:
         copies = [copy_of(engine, next_seq=100 * i) for i in range(3)]
-        for copy, link in zip(copies, links):
+        for copy, link in zip(copies, links, strict=True):
             copy.set_output(link.output)
         # a keyframe of 6 packets of about the same size (as encoders split a frame), then audio
         sizes = [1100, 1100, 1099, 1100, 1095, 700]
         for n, size in enumerate(sizes):
             engine.fanout(copies, packet(10 + n, 3000, bytes([n]) * size, marker=n == 5), 12, n == 0)
         engine.fanout(copies, packet(16, 3000, b"\x07" * 90), 12, False)
-        assert batching == [1]  # one flush arranged for the whole batch
-        assert _fanout.queued() == 3 * 7
+        assert batching.calls == [queue.flush]  # one flush arranged for the whole batch
+        assert queue.queued() == 3 * 7
         links[0].receiver.setblocking(False)
         with pytest.raises(BlockingIOError):
             links[0].receiver.recv(4096)  # nothing left before the flush
         links[0].receiver.setblocking(True)
-        _fanout.flush()
-        assert _fanout.queued() == 0
+        queue.flush()
+        assert queue.queued() == 0
         for i, link in enumerate(links):
             got = [strip_padding(p) for p in link.received(7)]
             seqs = [struct.unpack_from("!H", p, 2)[0] for p in got]
@@ -456,13 +465,13 @@ def test_batched_copies_wait_for_flush_and_arrive_in_order(batching: list[int]) 
             payloads = [p[12 + len(MID_EXT) :] for p in got]
             assert payloads == [bytes([n]) * size for n, size in enumerate(sizes)] + [b"\x07" * 90]
             # packets 0-4 left as one segmented send (padded to 1100), then the short ones
-            if _fanout.gso_enabled():
+            if queue.gso_enabled():
                 assert link.output.segmented >= 5, link.output.segmented
             assert link.output.sent == 7 and link.output.errors == 0
         # a second batch arranges a second flush
         engine.fanout(copies, packet(17, 6000, b"d"), 12, False)
-        assert batching == [1, 1]
-        _fanout.flush()
+        assert len(batching.calls) == 2
+        queue.flush()
         for link in links:
             assert len(link.received(1)) == 1
     finally:
@@ -470,9 +479,7 @@ def test_batched_copies_wait_for_flush_and_arrive_in_order(batching: list[int]) 
             link.close()
 
 
-def test_padding_keeps_existing_padding_and_srtp_holds(batching: list[int]) -> None:
-    from confero.media import _fanout
-
+def test_padding_keeps_existing_padding_and_srtp_holds(batching: Batching) -> None:
     engine = engine_named("compiled")
     link = make_link(engine)
     try:
@@ -483,7 +490,7 @@ def test_padding_keeps_existing_padding_and_srtp_holds(batching: list[int]) -> N
         engine.fanout([copy], packet(1, 0, b"a" * 1010), 12, True)
         engine.fanout([copy], padded, 12, False)
         engine.fanout([copy], packet(3, 0, b"c" * 1008), 12, False)
-        _fanout.flush()
+        batching.queue.flush()
         got = link.received(3)
         assert len({len(p) for p in got[:2]}) == 1  # the run's segments have one size
         assert [strip_padding(p)[12 + len(MID_EXT) :] for p in got] == [b"a" * 1010, b"b" * 1000, b"c" * 1008]
@@ -491,19 +498,17 @@ def test_padding_keeps_existing_padding_and_srtp_holds(batching: list[int]) -> N
         link.close()
 
 
-def test_closing_an_output_with_queued_copies_drops_them(batching: list[int]) -> None:
-    from confero.media import _fanout
-
+def test_closing_an_output_with_queued_copies_drops_them(batching: Batching) -> None:
     engine = engine_named("compiled")
     link = make_link(engine)
     before = fanout.open_outputs()
     copy = copy_of(engine)
     copy.set_output(link.output)
     engine.fanout([copy], packet(1, 0, b"k"), 12, True)
-    assert _fanout.queued() == 1
+    assert batching.queue.queued() == 1
     link.output.close()
     copy.set_output(None)
-    _fanout.flush()  # nothing sent, nothing crashes, the descriptor is gone
+    batching.queue.flush()  # nothing sent, nothing crashes, the descriptor is gone
     assert fanout.open_outputs() == before - 1
     link.receiver.setblocking(False)
     with pytest.raises(BlockingIOError):
@@ -520,40 +525,41 @@ def test_a_failing_scheduler_sends_at_once() -> None:
 
     engine = engine_named("compiled")
     link = make_link(engine)
+    calls = []
 
-    def broken() -> None:
+    def broken(flush: object) -> None:
+        calls.append(flush)
         raise RuntimeError("Event loop is closed")
 
-    _fanout.set_scheduler(broken)
+    queue = _fanout.bind_loop(None, broken)
     try:
         copy = copy_of(engine)
         copy.set_output(link.output)
         engine.fanout([copy], packet(1, 0, b"k"), 12, True)
-        assert _fanout.queued() == 0
+        assert queue.queued() == 0
         assert len(link.received(1)) == 1
         engine.fanout([copy], packet(2, 0, b"d"), 12, False)  # no second report, sent at once
-        assert _fanout.queued() == 0
+        assert queue.queued() == 0 and len(calls) == 1
         assert len(link.received(1)) == 1
     finally:
-        _fanout.set_scheduler(None)
+        _fanout.unbind_loop(None)
         link.close()
 
 
 async def test_bind_loop_flushes_once_per_iteration() -> None:
-    from confero.media import _fanout
-
     engine = engine_named("compiled")
     loop = asyncio.get_running_loop()
     link = make_link(engine)
-    engine.bind_loop(loop)
+    queue = engine.bind_loop(loop)
+    assert queue is not None and queue.loop is loop
     try:
         copy = copy_of(engine)
         copy.set_output(link.output)
         for n in range(4):
             engine.fanout([copy], packet(n, 0, b"x" * 500), 12, n == 0)
-        assert _fanout.queued() == 4
+        assert queue.queued() == 4
         await asyncio.sleep(0)
-        assert _fanout.queued() == 0
+        assert queue.queued() == 0
         assert len(link.received(4)) == 4
     finally:
         engine.unbind_loop(loop)
@@ -565,51 +571,366 @@ async def test_bind_loop_flushes_once_per_iteration() -> None:
         copy = copy_of(engine)
         copy.set_output(link.output)
         engine.fanout([copy], packet(1, 0, b"k"), 12, True)
-        assert _fanout.queued() == 0 and len(link.received(1)) == 1
+        assert queue.queued() == 0 and len(link.received(1)) == 1
     finally:
         link.close()
 
 
-def test_no_copy_waits_more_than_a_millisecond_for_its_flush(batching: list[int]) -> None:
-    """Under load a loop iteration can be long: the next packet after 1 ms flushes the queue."""
-    import time
+def test_bind_loop_on_uvloop() -> None:
+    """The server runs on uvloop: its running loop is found too, so copies are batched there."""
+    uvloop = pytest.importorskip("uvloop")
+    engine = engine_named("compiled")
+    link = make_link(engine)
+    seen: list[int] = []
 
+    async def forward() -> None:
+        loop = asyncio.get_running_loop()
+        queue = engine.bind_loop(loop)
+        assert queue is not None
+        try:
+            copy = copy_of(engine)
+            copy.set_output(link.output)
+            for n in range(3):
+                engine.fanout([copy], packet(n, 0, b"u" * 400), 12, n == 0)
+            seen.append(queue.queued())
+            await asyncio.sleep(0)
+            seen.append(queue.queued())
+        finally:
+            engine.unbind_loop(loop)
+
+    try:
+        loop = uvloop.new_event_loop()
+        try:
+            loop.run_until_complete(forward())
+        finally:
+            loop.close()
+        assert seen == [3, 0]
+        assert len(link.received(3)) == 3
+    finally:
+        link.close()
+
+
+async def test_binds_are_counted_and_unbind_flushes() -> None:
+    """Two Routers on one loop share its queue; the first to close flushes it but the queue
+    stays until the second closes too."""
     from confero.media import _fanout
 
     engine = engine_named("compiled")
+    loop = asyncio.get_running_loop()
     link = make_link(engine)
+    try:
+        first = engine.bind_loop(loop)
+        second = engine.bind_loop(loop)
+        assert first is second and second is not None and second.binds == 2
+        copy = copy_of(engine)
+        copy.set_output(link.output)
+        engine.fanout([copy], packet(1, 0, b"k"), 12, True)
+        assert second.queued() == 1
+        engine.unbind_loop(loop)  # flushes
+        assert second.queued() == 0 and len(link.received(1)) == 1
+        assert _fanout.loop_queue(loop) is second and second.binds == 1
+        engine.fanout([copy], packet(2, 0, b"d"), 12, False)
+        assert second.queued() == 1  # still batching on this loop
+        engine.unbind_loop(loop)
+        assert _fanout.loop_queue(loop) is None and len(link.received(1)) == 1
+    finally:
+        while _fanout.unbind_loop(loop):
+            pass
+        link.close()
+
+
+def test_two_loops_in_two_threads_keep_their_own_queues() -> None:
+    """Two servers, each with its loop in its own thread: each loop queues and flushes only the
+    copies forwarded on it, and neither can flush (or schedule on) the other's."""
+    import threading
+
+    engine = engine_named("compiled")
+    links = [make_link(engine) for _ in range(2)]
+    barrier = threading.Barrier(2, timeout=10)
+    seen: dict[int, dict[str, Any]] = {}
+    errors: list[BaseException] = []
+
+    def server(i: int) -> None:
+        loop = asyncio.new_event_loop()
+
+        async def forward() -> None:
+            queue = engine.bind_loop(loop)
+            assert queue is not None
+            try:
+                copy = copy_of(engine, next_seq=1000 * (i + 1))
+                copy.set_output(links[i].output)
+                for n in range(3 + i):
+                    engine.fanout([copy], packet(n, 0, b"x" * 300), 12, n == 0)
+                barrier.wait()  # both loops have queued their copies
+                seen[i] = {"queue": queue, "queued": queue.queued()}
+                barrier.wait()
+                await asyncio.sleep(0)  # this loop's flush runs
+                seen[i]["after"] = queue.queued()
+            finally:
+                engine.unbind_loop(loop)
+
+        try:
+            loop.run_until_complete(forward())
+        except BaseException as e:  # reported below
+            errors.append(e)
+            barrier.abort()
+        finally:
+            loop.close()
+
+    threads = [threading.Thread(target=server, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not errors, errors
+        assert seen[0]["queue"] is not seen[1]["queue"]
+        assert [seen[i]["queued"] for i in range(2)] == [3, 4]  # each its own copies only
+        assert [seen[i]["after"] for i in range(2)] == [0, 0]
+        for i, link in enumerate(links):
+            seqs = [struct.unpack_from("!H", p, 2)[0] for p in link.received(3 + i)]
+            assert seqs == list(range(1000 * (i + 1), 1000 * (i + 1) + 3 + i))
+    finally:
+        for link in links:
+            link.close()
+
+
+def test_no_copy_waits_more_than_a_millisecond_for_its_flush(batching: Batching) -> None:
+    """Under load a loop iteration can be long: the next packet after 1 ms flushes the queue."""
+    import time
+
+    engine = engine_named("compiled")
+    link = make_link(engine)
+    queue = batching.queue
     try:
         copy = copy_of(engine)
         copy.set_output(link.output)
         engine.fanout([copy], packet(1, 0, b"k"), 12, True)
         engine.fanout([copy], packet(2, 0, b"d"), 12, False)  # at once: still queued
-        assert _fanout.queued() == 2
-        time.sleep(0.002)
+        assert queue.queued() == 2
+        time.sleep(0.002)  # the condition under test is the passing of time itself
         engine.fanout([copy], packet(3, 0, b"e"), 12, False)  # the first two are overdue
-        assert _fanout.queued() == 1
+        assert queue.queued() == 1
         assert len(link.received(2)) == 2
-        _fanout.flush()
+        queue.flush()
         assert len(link.received(1)) == 1
     finally:
         link.close()
 
 
-def test_a_flush_sends_at_most_max_batch_copies(batching: list[int]) -> None:
-    """A long loop iteration flushes every MAX_BATCH copies, so no single flush runs long."""
+def test_a_flush_sends_at_most_max_batch_copies(batching: Batching) -> None:
+    """A long loop iteration flushes every MAX_BATCH copies, so no single flush runs long.
+    (One call forwards to all the copies: the 1 ms limit is checked only between calls.)"""
     from confero.media import _fanout
 
     engine = engine_named("compiled")
     link = make_link(engine)
     link.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    queue = batching.queue
     try:
-        copy = copy_of(engine)
-        copy.set_output(link.output)
-        total = _fanout.MAX_BATCH + 40
-        for n in range(total):
-            engine.fanout([copy], packet(n, 0, b"p" * 200), 12, n == 0)
-        assert _fanout.queued() == 40
+        copies = [copy_of(engine, next_seq=n) for n in range(_fanout.MAX_BATCH + 40)]
+        for copy in copies:
+            copy.set_output(link.output)
+        started = engine.fanout(copies, packet(1, 0, b"p" * 200), 12, True)
+        assert started is not None and len(started) == len(copies)
+        assert queue.queued() == 40
         assert len(link.received(_fanout.MAX_BATCH)) == _fanout.MAX_BATCH
-        _fanout.flush()
+        queue.flush()
         assert len(link.received(40)) == 40
     finally:
         link.close()
+
+
+# -- robustness: Python code that runs in the middle of a call --------------------------------
+
+
+def test_a_scheduler_that_empties_the_copies_list(engine: fanout.Engine) -> None:
+    """The schedule call runs after the loop over the copies; emptying the list (and dropping
+    every copy) from it cannot pull anything away under the engine."""
+    from confero.media import _fanout
+
+    if not engine.compiled:
+        pytest.skip("the pure-Python engine has no scheduler")
+    links = [make_link(engine) for _ in range(3)]
+    copies = [copy_of(engine) for _ in range(3)]
+    for copy, link in zip(copies, links, strict=True):
+        copy.set_output(link.output)
+    queue = _fanout.bind_loop(None, lambda flush: copies.clear())
+    try:
+        assert engine.fanout(copies, packet(1, 0, b"k"), 12, True) == [0, 1, 2]
+        assert copies == [] and queue.queued() == 3
+        queue.flush()
+        for link in links:
+            assert len(link.received(1)) == 1
+    finally:
+        _fanout.unbind_loop(None)
+        for link in links:
+            link.close()
+
+
+def test_a_flush_inside_the_loop_that_runs_code_which_empties_the_list(batching: Batching) -> None:
+    """A full queue is flushed in the middle of the loop over the copies; freeing a flushed
+    Output can run arbitrary Python (its `keep` object's __del__). Here that code empties the
+    list being walked: the engine stops at the new end instead of reading freed items."""
+    from pylibsrtp._binding import ffi, lib
+
+    from confero.media import _fanout
+
+    engine = engine_named("compiled")
+    queue = batching.queue
+    link = make_link(engine)
+    doomed_link = make_link(engine)
+    link.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    copies: list[Any] = []
+
+    class Trap:
+        def __init__(self, session: Any) -> None:
+            self.session = session  # what `keep` is for: the SRTP session stays alive
+
+        def __del__(self) -> None:
+            copies.clear()
+
+    try:
+        tx = srtp_pair()[0]
+        # an Output as aiortc_hooks.srtp_output builds it, but whose `keep` is the trap
+        doomed = engine.Output(
+            doomed_link.sender.fileno(),
+            "127.0.0.1",
+            doomed_link.receiver.getsockname()[1],
+            int(ffi.cast("uintptr_t", tx._srtp[0])),
+            int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
+            Trap(tx),
+        )
+        first = copy_of(engine)
+        first.set_output(doomed)
+        # the next call queues MAX_BATCH - 1 copies, then finds the queue full at the next one
+        for _ in range(_fanout.MAX_BATCH + 4):
+            copy = copy_of(engine)
+            copy.set_output(link.output)
+            copies.append(copy)
+        del copy
+        data = packet(600, 0, b"x")
+        engine.fanout([first], packet(1, 0, b"k"), 12, True)  # the doomed Output is queued
+        first.set_output(None)
+        del doomed  # from now on only the queue holds it
+        # (the next call must come within the queue's 1 ms, or its first act is the flush)
+        assert engine.fanout(copies, data, 12, True) == list(range(_fanout.MAX_BATCH))
+        assert copies == []
+        assert queue.queued() == 1  # flushed in the loop: the copy that found it full queued after
+        assert len(doomed_link.received(1)) == 1
+        queue.flush()
+        # (one copy's packet 512 times over: the same SRTP index, so read as it came)
+        assert len(link.received(_fanout.MAX_BATCH, raw=True)) == _fanout.MAX_BATCH
+    finally:
+        link.close()
+        doomed_link.close()
+
+
+def test_a_nack_iterator_that_lets_go_of_the_ring_and_output(engine: fanout.Engine) -> None:
+    """retransmit() walks an iterable, which can run code: the ring and Output it started
+    with stay valid until it returns."""
+    link = make_link(engine)
+    try:
+        rings = [engine.Ring()]
+        copy = copy_of(engine, ring=rings[0])
+        copy.set_output(link.output)
+        for n in range(3):
+            engine.fanout([copy], packet(10 + n, 0, bytes([n]) * 50), 12, n == 0, rings[0])
+        link.received(3)
+
+        def lost() -> Iterator[int]:
+            yield 1000
+            copy.clear_ring()  # with the list's, the last reference to the ring
+            rings.clear()
+            copy.set_output(None)
+            yield 1001
+            yield 1002
+
+        copy.retransmit(lost())
+        assert len(link.received(3, raw=True)) == 3 and copy.retransmitted == 3
+        copy.retransmit([1000])  # now without ring and Output: nothing
+        link.received(0)
+    finally:
+        link.close()
+
+
+# -- one numbering, several copies (simulcast layers) -----------------------------------------
+
+
+def test_copy_numbering_state_is_exposed(link: Link) -> None:
+    engine = link.engine
+    copy = copy_of(engine, next_seq=0x1FFFF, next_ts=7, rtx_seq=3)
+    numbering = copy.numbering
+    assert isinstance(numbering, engine.Numbering)
+    assert (numbering.next_seq, numbering.next_ts, numbering.rtx_seq) == (0xFFFF, 7, 3)
+    copy.set_output(link.output)
+    engine.fanout([copy], packet(5, 100, b"k"), 12, True)
+    assert (numbering.last_seq, numbering.last_ts) == (0xFFFF, 7) == (copy.last_seq, copy.last_ts)
+    assert (numbering.seq_off, numbering.ts_off) == ((0xFFFF - 5) & 0xFFFF, (7 - 100) & 0xFFFFFFFF)
+    assert numbering.resync_step is None
+    copy.resync(3000)
+    assert numbering.resync_step == 3000 and copy.waiting
+    link.received(1)
+    with pytest.raises(TypeError):
+        engine.Copy(1, 96, b"", numbering=numbering, next_seq=4)  # a shared numbering has its own
+    other = fanout.PYTHON if engine.compiled else engine_named("compiled")
+    with pytest.raises(TypeError):
+        engine.Copy(1, 96, b"", numbering=other.Numbering())
+
+
+def test_a_standby_copy_takes_over_the_numbering_without_a_gap(link: Link) -> None:
+    """Two copies of two layers feed one player's stream through one Numbering: the second
+    takes over at its keyframe after resync(), continuing the sequence with no gap and no
+    repeat and the timestamps forward; the first stops, answers no NACK, and does not come
+    back on its own keyframes until it is resynced itself."""
+    engine = link.engine
+    ring_a, ring_b = engine.Ring(), engine.Ring()
+    a = copy_of(engine, ring=ring_a)  # next_seq 1000, next_ts 5000
+    b = engine.Copy(0x22222222, 100, MID_EXT, ring=ring_b, numbering=a.numbering)
+    assert b.numbering is a.numbering
+    a.set_output(link.output)
+    b.set_output(link.output)
+    run = engine.fanout
+
+    def layer_a(n: int, key: bool = False) -> list[int] | None:
+        return run([a], packet(10 + n, 90000 + 3000 * n, b"A%d" % n), 12, key, ring_a)
+
+    def layer_b(n: int, key: bool = False) -> list[int] | None:
+        return run([b], packet(50000 + n, 777 + 3000 * n, b"B%d" % n), 12, key, ring_b)
+
+    assert layer_a(0, key=True) == [0]
+    layer_a(1)
+    layer_a(2)
+    assert layer_b(0, key=True) is None  # b may not start: a numbers with it
+    b.resync(3000)  # switch to layer B at its next keyframe
+    assert layer_b(1) is None and b.waiting  # not a keyframe
+    layer_a(3)  # a goes on until b starts
+    assert layer_b(2, key=True) == [0]
+    assert layer_a(4) is None and a.waiting  # a lost the numbering
+    layer_b(3)
+    assert layer_a(5, key=True) is None and a.waiting  # no silent switch back
+    layer_b(4)
+    got = link.received(7)
+    assert [p[12 + len(MID_EXT) :] for p in got] == [b"A0", b"A1", b"A2", b"A3", b"B2", b"B3", b"B4"]
+    seqs = [struct.unpack_from("!H", p, 2)[0] for p in got]
+    stamps = [struct.unpack_from("!I", p, 4)[0] for p in got]
+    assert seqs == list(range(1000, 1007))  # no gap, no repeat
+    assert stamps == [5000, 8000, 11000, 14000, 17000, 20000, 23000]
+    numbering = b.numbering
+    assert (numbering.last_seq, numbering.last_ts, b.last_seq) == (1006, 23000, 1006)
+    assert (a.packets, b.packets) == (4, 3)
+    # NACKs: only the copy numbering now answers, and only for what it sent itself
+    a.retransmit([1002])
+    b.retransmit([1003, 1004, 1006])
+    assert (a.retransmitted, b.retransmitted) == (0, 2)
+    resent = link.received(2, raw=True)
+    assert len(resent) == 2
+    # and back to layer A
+    a.resync(3000)
+    assert layer_a(6) is None
+    layer_b(5)  # b forwards until a starts
+    assert layer_a(7, key=True) == [0]
+    assert layer_b(6) is None and b.waiting
+    got = link.received(2)
+    assert [struct.unpack_from("!HI", p, 2) for p in got] == [(1007, 26000), (1008, 29000)]
+    assert [p[12 + len(MID_EXT) :] for p in got] == [b"B5", b"A7"]
