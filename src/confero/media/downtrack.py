@@ -11,9 +11,9 @@ state only through its UpTrack (`attach`, `detach`, `set_enabled`).
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from confero.media.fanout import RING_SIZE  # noqa: F401  (re-exported for tests and docs)
+from confero.media.fanout import Copy, Output
 
 if TYPE_CHECKING:
     from confero.media.uptrack import UpTrack
@@ -42,14 +42,14 @@ class DownTrack:
         self.rtx_payload_type = rtx_payload_type
         self.attached = False
         self.keyframe_requests = 0  # the player's PLIs and FIRs for this copy
-        rtx = rtx_payload_type is not None and rtx_ssrc is not None
-        self.copy: Any = uptrack.engine.Copy(
+        with_rtx = rtx_payload_type is not None and rtx_ssrc is not None
+        self.copy: Copy = uptrack.engine.Copy(
             ssrc,
             payload_type,
             extension,
             ring=uptrack.ring,
-            rtx_ssrc=rtx_ssrc if rtx else 0,
-            rtx_payload_type=rtx_payload_type if rtx else -1,
+            rtx_ssrc=rtx_ssrc if rtx_ssrc is not None and with_rtx else 0,
+            rtx_payload_type=rtx_payload_type if rtx_payload_type is not None and with_rtx else -1,
             next_seq=random.randrange(0x8000),
             next_ts=random.randrange(1 << 32),
             rtx_seq=random.randrange(0x8000),
@@ -83,7 +83,7 @@ class DownTrack:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self, output: Any) -> None:
+    def start(self, output: Output) -> None:
         """The subscriber's transport is up: begin forwarding from the next keyframe."""
         self.copy.set_output(output)
         if not self.attached and not self.uptrack.closed:
