@@ -8,7 +8,6 @@ import gc
 import os
 import subprocess
 import sys
-import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,19 +37,27 @@ def enter_private_network() -> bool:
     if os.environ.get("CONFERO_IN_NETNS") == "1":
         return True
     if os.geteuid() != 0:
-        warnings.warn("not root: tests run in the normal network namespace (loopback only)", stacklevel=2)
+        _notes.append("not root: tests run in the normal network namespace (loopback only)")
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
-        warnings.warn(f"unshare(CLONE_NEWNET) failed: errno {ctypes.get_errno()}", stacklevel=2)
+        _notes.append(f"unshare(CLONE_NEWNET) failed: errno {ctypes.get_errno()}; tests use loopback only")
         return False
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     os.environ["CONFERO_IN_NETNS"] = "1"
     return True
 
 
+_notes: list[str] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     enter_private_network()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Why the run is not in a private network namespace, if it is not (warnings are errors here)."""
+    return list(_notes)
 
 
 # Test clients gather 127.0.0.1 only (aioice skips loopback by default). This must run before

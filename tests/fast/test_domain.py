@@ -32,8 +32,9 @@ async def until(predicate: Callable[[], object], what: str, within: float = 2.0)
 
 
 class World:
-    def __init__(self, app: Application, media: FakeMedia, store: MemoryStore) -> None:
+    def __init__(self, app: Application, media: FakeMedia, store: MemoryStore, settings: Settings) -> None:
         self.app = app
+        self.settings = settings
         self.media = media
         self.store = store
         self.seen: list[observer.AppEvent] = []
@@ -60,7 +61,7 @@ async def world() -> AsyncIterator[World]:
     store = MemoryStore()
     media = FakeMedia()
     app = Application(APP, settings, store, media)
-    w = World(app, media, store)
+    w = World(app, media, store, settings)
     yield w
     for client in list(app.clients.values()):
         await client.close()
@@ -202,7 +203,7 @@ async def test_an_ice_failure_ends_the_stream_and_its_players(world: World) -> N
 
 
 async def test_a_peer_that_never_connects_times_out(world: World) -> None:
-    world.app.ctx.publish_timeout = 0.02
+    world.settings.publish_timeout = 0.02
     pub, sink = world.client()
     await pub.publish("slow")
     await pub.configure("slow", "offer", "offer")

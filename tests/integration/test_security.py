@@ -389,12 +389,12 @@ async def test_room_bound_play_token(server: Server, http: aiohttp.ClientSession
     app_settings(server).playTokenControlEnabled = True
 
     token = await issue(http, "r1", "play", room="r1")
-    short_expiry = int(time.time()) + 3
-    short = await issue(http, "r1", "play", expire=short_expiry, room="r1")
 
     # accepted, and reusable, for the room's streams in both flows
     await clients.play("a", token, room="r1")  # legacy: one play per member stream
     await clients.play("b", token, room="r1")
+    short_expiry = int(time.time()) + 3
+    short = await issue(http, "r1", "play", expire=short_expiry, room="r1")
     await clients.play("a", short, room="r1")
     room_player = await clients.play("r1", token, room="r1", frames=0)  # multitrack: the whole room
     await eventually(

@@ -46,7 +46,7 @@ class Application:
             settings=lambda: settings.app(name),
             store=store,
             media=media,
-            publish_timeout=settings.publish_timeout,
+            publish_timeout=lambda: settings.publish_timeout,
         )
         self.access = Access(name, self.ctx.settings, store)
         self.rooms = Rooms(self.ctx)

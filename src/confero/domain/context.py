@@ -64,7 +64,7 @@ class Context:
     settings: Callable[[], AppSettings]
     store: Store
     media: MediaPlane
-    publish_timeout: float = 20.0
+    publish_timeout: Callable[[], float] = lambda: 20.0  # seconds a peer may take to connect
     observers: Observers = field(default_factory=Observers)
     tasks: Tasks = field(init=False)
 

@@ -58,7 +58,7 @@ class Leg:
     # -- the peer's callbacks -----------------------------------------------------------------
 
     def _arm_deadline(self) -> None:
-        self._deadline = asyncio.get_running_loop().call_later(self.ctx.publish_timeout, self._timed_out)
+        self._deadline = asyncio.get_running_loop().call_later(self.ctx.publish_timeout(), self._timed_out)
 
     def _timed_out(self) -> None:
         self._deadline = None

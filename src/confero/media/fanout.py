@@ -421,7 +421,7 @@ class PyCopy:
         self.numbering.resync_step = step & 0xFFFFFFFF
         self.waiting = True
 
-    def _write(self, pad: int, marker: int, seq: int, ts: int, payload: bytes, keyframe: bool) -> bool:
+    def forward(self, pad: int, marker: int, seq: int, ts: int, payload: bytes, keyframe: bool) -> bool:
         numbering = self.numbering
         started = False
         if self.waiting:
@@ -517,7 +517,7 @@ def py_fanout(
     started = None
     try:
         for i, copy in enumerate(cast("Sequence[PyCopy]", copies)):
-            if copy._write(pad, marker, seq, ts, payload, keyframe):
+            if copy.forward(pad, marker, seq, ts, payload, keyframe):
                 if started is None:
                     started = [i]
                 else:
