@@ -1,9 +1,9 @@
 """Quick measurement of Confero's per-packet forwarding cost (µs of server CPU per packet).
 
-    /work/venv/bin/python bench/quick.py            # K in {0,1,2,4,8}, ~1 minute
-    /work/venv/bin/python bench/quick.py --smoke    # K in {0,1}, 2 s windows, < 30 s (CI)
+    .venv/bin/python bench/quick.py            # K in {0,1,2,4,8}, ~1 minute
+    .venv/bin/python bench/quick.py --smoke    # K in {0,1}, 2 s windows, < 30 s (CI)
 
-Method (/work/shared/research/aiortc-sfu.md §3.4-3.6):
+Method:
 
 1. Start `python -m confero serve` on 127.0.0.1 (uvloop) as a subprocess and measure its idle
    CPU (no publisher) from /proc/<pid>/stat utime+stime.
