@@ -283,7 +283,7 @@ copy_extension = st.sampled_from(["none", "block", "block", "block", "words"]).f
 
 
 @st.composite
-def world_specs(draw: st.DrawFn) -> WorldSpec:
+def world_specs(draw: st.DrawFn, malformed_extensions: bool = True) -> WorldSpec:
     links = draw(st.integers(1, 3))
     tracks = [
         (draw(u32), draw(near_wrap16), draw(near_wrap32), draw(st.integers(0, 4)) > 0)
@@ -304,7 +304,7 @@ def world_specs(draw: st.DrawFn) -> WorldSpec:
                 next_seq=draw(near_wrap16),
                 next_ts=draw(near_wrap32),
                 rtx_seq=draw(near_wrap16),
-                extension=draw(copy_extension),
+                extension=draw(copy_extension if malformed_extensions else st.just(b"") | extension_block),
             )
         )
     return WorldSpec(links, tracks, copies)
@@ -388,8 +388,8 @@ def ops(draw: st.DrawFn, spec: WorldSpec) -> Op:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[WorldSpec, list[Op]]:
-    spec = draw(world_specs())
+def scenarios(draw: st.DrawFn, malformed_extensions: bool = True) -> tuple[WorldSpec, list[Op]]:
+    spec = draw(world_specs(malformed_extensions))
     return spec, draw(st.lists(ops(spec), min_size=10, max_size=80))
 
 
@@ -442,11 +442,16 @@ def decrypt(unprotect: Callable[[bytes], bytes], datagram: bytes) -> object:
 
 
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios())
+@given(scenarios(malformed_extensions=False))
 def test_batched_compiled_sends_what_the_reference_sends(scenario: tuple[WorldSpec, list[Op]]) -> None:
     """Queued, the compiled engine counts a copy's SRTP failure at the flush, on its Output
     only, and pads runs: so copies' send_errors are left out, Outputs are compared at
-    flushes, and datagrams decrypted without padding."""
+    flushes, and datagrams decrypted without padding.
+
+    Copies get well-formed extension blocks only (as a server's do): with bytes whose length
+    word overruns the packet, libsrtp refuses the packet alone but may take it padded to its
+    run's size, and which packets share a run depends on when flushes come (one comes after
+    1 ms), so the two would differ by timing."""
     from confero.media import _fanout
 
     spec, calls = scenario
