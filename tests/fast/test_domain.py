@@ -157,6 +157,7 @@ async def test_a_failed_offer_ends_the_publish_and_frees_the_id(world: World) ->
     with pytest.raises(media.SdpError):
         await pub.configure("s1", "offer", "bad")
     assert "s1" not in world.app.streams and not pub.legs
+    assert world.seen_of(observer.StreamEnded) == []  # it never started
     await pub.publish("s1")
     with pytest.raises(media.CodecMismatch):
         await pub.configure("s1", "offer", "h264")

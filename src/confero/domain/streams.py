@@ -143,7 +143,8 @@ class Streams(Mapping[str, Stream]):
         live_room = self.rooms.get(stream.room) if stream.room else None
         if live_room is not None:
             await live_room.stream_ended(stream)
-        self.ctx.observers.emit(observer.StreamEnded(self.ctx.app, stream.stream_id, stream.room, reason))
+        if stream.started_at:  # only a stream that started can end; a refused or abandoned publish did not
+            self.ctx.observers.emit(observer.StreamEnded(self.ctx.app, stream.stream_id, stream.room, reason))
         record = stream.record
         if record.zombi:
             await self.ctx.store.delete_stream(self.ctx.app, stream.stream_id)
