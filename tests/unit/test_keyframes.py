@@ -63,6 +63,38 @@ def test_one_pli_per_interval() -> None:
     assert (requester.sent, requester.throttled, requester.dropped) == (2, 2, 0)
 
 
+def test_a_held_back_request_goes_out_when_the_interval_ends() -> None:
+    """A player's PLI inside the interval is owed, not lost: its decoder waits for that keyframe."""
+    clock, send = Clock(), Sender()
+    requester = KeyframeRequester(send, clock=clock)
+    assert not requester.settle()  # nothing owed
+    assert requester.request("join")
+    clock.now += PLI_INTERVAL / 2
+    assert not requester.request("player")
+    assert not requester.request("player")
+    assert requester.owed
+    assert not requester.settle()  # still inside the interval
+    assert send.calls == 1
+    clock.now += PLI_INTERVAL / 2 + 0.001
+    assert requester.settle()  # two held-back requests, one PLI
+    assert send.calls == 2 and not requester.owed
+    assert not requester.settle()
+    assert send.calls == 2
+    assert (requester.sent, requester.throttled) == (2, 2)
+
+
+def test_an_owed_request_is_paid_by_the_next_one_that_goes_out() -> None:
+    clock, send = Clock(), Sender()
+    requester = KeyframeRequester(send, clock=clock)
+    requester.request("join")
+    clock.now += PLI_INTERVAL / 2
+    requester.request("player")
+    clock.now += PLI_INTERVAL
+    assert requester.request("player")  # this one goes out and covers the owed one
+    assert not requester.owed and not requester.settle()
+    assert send.calls == 2
+
+
 def test_interval_is_a_parameter() -> None:
     clock, send = Clock(), Sender()
     requester = KeyframeRequester(send, interval=1.0, clock=clock)
@@ -83,7 +115,7 @@ def test_counts_every_request_by_reason_sent_or_not() -> None:
     assert set(requester.requests) == set(REASONS)
     assert requester.total == 8
     assert requester.sent == 1 and requester.throttled == 7
-    assert requester.dump() == {"requests": requester.requests, "sent": 1, "throttled": 7, "dropped": 0}
+    assert requester.dump() == {"requests": requester.requests, "sent": 1, "throttled": 7, "owed": True, "dropped": 0}
     # the dump is a copy, not the live counters
     dumped = requester.dump()["requests"]
     assert isinstance(dumped, dict)

@@ -31,7 +31,7 @@ class KeyframeRequester:
     `clock` returns seconds (monotonic); tests pass a fake one.
     """
 
-    __slots__ = ("_clock", "_interval", "_last", "_send", "dropped", "requests", "sent", "throttled")
+    __slots__ = ("_clock", "_interval", "_last", "_send", "dropped", "owed", "requests", "sent", "throttled")
 
     def __init__(
         self,
@@ -47,6 +47,7 @@ class KeyframeRequester:
         self.requests: dict[str, int] = dict.fromkeys(REASONS, 0)
         self.sent = 0  # PLIs sent to the publisher
         self.throttled = 0  # requests inside the interval after the last PLI
+        self.owed = False  # a throttled request is waiting for the interval to end
         self.dropped = 0  # requests that found nothing to send on
 
     def request(self, reason: str) -> bool:
@@ -57,7 +58,25 @@ class KeyframeRequester:
         now = self._clock()
         if self._last is not None and now - self._last < self._interval:
             self.throttled += 1
+            self.owed = True  # sent by settle() once the interval is over, not dropped
             return False
+        if not self._send():
+            self.dropped += 1
+            return False
+        self._last = now
+        self.sent += 1
+        self.owed = False
+        return True
+
+    def settle(self) -> bool:
+        """Send the request the rate limit held back, once its interval is over (the housekeeping
+        tick calls this). Requests held back in one interval make one PLI; True if it was sent."""
+        if not self.owed:
+            return False
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            return False
+        self.owed = False
         if not self._send():
             self.dropped += 1
             return False
@@ -79,5 +98,6 @@ class KeyframeRequester:
             "requests": dict(self.requests),
             "sent": self.sent,
             "throttled": self.throttled,
+            "owed": self.owed,
             "dropped": self.dropped,
         }

@@ -232,6 +232,8 @@ class Publisher(Peer):
             uptrack.retry_nacks()
             if uptrack.pending:
                 uptrack.request_keyframe("retry")
+            elif uptrack.requester is not None:
+                uptrack.requester.settle()  # a player's request the rate limit held back
         if now - self._last_rr < RR_INTERVAL:
             return
         self._last_rr = now
