@@ -91,8 +91,8 @@ typedef struct {
  * cutting the per-datagram cost (bench/sendpath.py). Packets shorter than the run by at most
  * PAD_MAX bytes are brought to its size with RTP padding (RFC 3550 5.1); a shorter packet may
  * end a run unpadded. Under light load the loop wakes per packet and runs hold one packet; the
- * busier the loop, the longer the runs; but no copy waits more than MAX_DELAY_NS (1 ms) for
- * its flush, and a flush sends at most MAX_BATCH copies (sending takes ~1-3 µs per copy, so
+ * busier the loop, the longer the runs; but no copy waits more than MAX_DELAY_NS (1 ms, the
+ * queue's max_delay) for its flush, and a flush sends at most MAX_BATCH copies (sending takes ~1-3 µs per copy, so
  * one flush stays near a millisecond). Where the running loop has no Queue (or no loop runs),
  * every copy is sent immediately.
  *
@@ -132,6 +132,7 @@ typedef struct Queue {
     int gso_enabled;    /* cleared when the kernel keeps refusing UDP_SEGMENT */
     int gso_failures;
     long long oldest_ns; /* when the queue's first entry was queued */
+    long long max_delay_ns; /* flush when the oldest entry has waited this long (MAX_DELAY_NS) */
     size_t used;         /* bytes of arena in use */
     int n_entries;
     int n_dirty;
@@ -562,6 +563,31 @@ Queue_dealloc(Queue *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *
+Queue_get_max_delay(Queue *self, void *closure)
+{
+    return PyFloat_FromDouble((double)self->max_delay_ns / 1e9);
+}
+
+static int
+Queue_set_max_delay(Queue *self, PyObject *value, void *closure)
+{
+    double seconds = value ? PyFloat_AsDouble(value) : -1.0;
+    if (seconds == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(seconds >= 0.0 && seconds <= 3600.0)) {
+        PyErr_SetString(PyExc_ValueError, "max_delay is 0 to 3600 seconds");
+        return -1;
+    }
+    self->max_delay_ns = (long long)(seconds * 1e9);
+    return 0;
+}
+
+static PyGetSetDef Queue_getset[] = {
+    {"max_delay", (getter)Queue_get_max_delay, (setter)Queue_set_max_delay,
+     "seconds the oldest queued copy may wait before the next fanout() flushes (default 0.001)", NULL},
+    {NULL}};
+
 static PyMethodDef Queue_methods[] = {
     {"flush", (PyCFunction)Queue_flush, METH_NOARGS, "Send every queued copy (segmented where possible)."},
     {"queued", (PyCFunction)Queue_queued, METH_NOARGS, "Copies waiting for flush()."},
@@ -581,6 +607,7 @@ static PyTypeObject QueueType = {
     .tp_dealloc = (destructor)Queue_dealloc,
     .tp_methods = Queue_methods,
     .tp_members = Queue_members,
+    .tp_getset = Queue_getset,
 };
 
 static PyObject *
@@ -589,6 +616,10 @@ Output_send(Output *self, PyObject *arg)
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
+    if (self->fd < 0 || !self->srtp) { /* closed: dropped, not counted (as the reference) */
+        PyBuffer_Release(&view);
+        Py_RETURN_FALSE;
+    }
     if (view.len > MAX_PACKET) {
         PyBuffer_Release(&view);
         self->errors++;
@@ -1238,7 +1269,7 @@ fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         ring_store(ring, data, size, offset);
     /* Under heavy load one loop iteration can take milliseconds: do not let the first copies
      * queued in it wait for its end. */
-    if (queue && queue->n_entries && now_ns() - queue->oldest_ns > MAX_DELAY_NS)
+    if (queue && queue->n_entries && now_ns() - queue->oldest_ns > queue->max_delay_ns)
         queue_flush_all(queue);
     uint8_t scratch[SCRATCH_SIZE];
     PyObject *started = NULL;
@@ -1352,6 +1383,7 @@ bind_loop(PyObject *module, PyObject *args, PyObject *kwds)
     queue->schedule = schedule;
     queue->binds = 1;
     queue->gso_enabled = 1;
+    queue->max_delay_ns = MAX_DELAY_NS;
     /* one block, the GSO buffer right after the arena (as the static arrays were): two
      * separate page-aligned blocks made the flush's copies from one to the other about 4 %
      * slower (bench: 8 copies per packet, protect + GSO send) */

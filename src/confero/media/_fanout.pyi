@@ -109,6 +109,7 @@ class Copy:
 
 @final
 class Queue:
+    max_delay: float
     @property
     def loop(self) -> AbstractEventLoop | None: ...
     @property

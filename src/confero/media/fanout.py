@@ -195,6 +195,8 @@ class Copy(Protocol):
 class SendQueue(Protocol):
     """One bound event loop's send queue (compiled engine)."""
 
+    max_delay: float  # seconds the oldest queued copy may wait before the next fanout() flushes
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None: ...
     @property
