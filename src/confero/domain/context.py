@@ -70,7 +70,3 @@ class Context:
 
     def __post_init__(self) -> None:
         self.tasks = Tasks(self.app)
-
-    def persist(self, write: Coroutine[Any, Any, Any]) -> None:
-        """Run a store write behind the caller; the in-memory state is already authoritative."""
-        self.tasks.spawn(write)

@@ -94,6 +94,11 @@ class Room:
         self.streams[stream.stream_id] = stream
         stream.room_data = self.deliver_data
 
+    def remove_stream(self, stream: Stream) -> None:
+        """`stream` no longer publishes in this room (it ended, or its publish was refused)."""
+        if self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
+
     def live_streams(self) -> list[Stream]:
         """Streams of this room that are being published, oldest first."""
         return sorted((s for s in self.streams.values() if s.started), key=lambda s: s.started_at)
@@ -123,8 +128,7 @@ class Room:
         await self.refresh_playbacks()
 
     async def stream_ended(self, stream: Stream) -> None:
-        if self.streams.get(stream.stream_id) is stream:
-            del self.streams[stream.stream_id]
+        self.remove_stream(stream)
         for member in list(self.members.values()):
             if member.stream_id != stream.stream_id:
                 member.client.deliver(events.StreamLeft(stream.stream_id, self.room_id))

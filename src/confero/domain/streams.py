@@ -119,8 +119,8 @@ class Streams(Mapping[str, Stream]):
         if self.live.get(stream.stream_id) is stream:
             del self.live[stream.stream_id]
         live_room = self.rooms.get(stream.room) if stream.room else None
-        if live_room is not None and live_room.streams.get(stream.stream_id) is stream:
-            del live_room.streams[stream.stream_id]
+        if live_room is not None:
+            live_room.remove_stream(stream)
 
     def _started(self, stream: Stream) -> None:
         record = stream.record

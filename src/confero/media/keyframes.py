@@ -60,13 +60,7 @@ class KeyframeRequester:
             self.throttled += 1
             self.owed = True  # sent by settle() once the interval is over, not dropped
             return False
-        if not self._send():
-            self.dropped += 1
-            return False
-        self._last = now
-        self.sent += 1
-        self.owed = False
-        return True
+        return self._send_pli(now)
 
     def settle(self) -> bool:
         """Send the request the rate limit held back, once its interval is over (the housekeeping
@@ -76,6 +70,10 @@ class KeyframeRequester:
         now = self._clock()
         if self._last is not None and now - self._last < self._interval:
             return False
+        return self._send_pli(now)
+
+    def _send_pli(self, now: float) -> bool:
+        """One PLI to the publisher; it pays what is owed, and starts the interval if it went out."""
         self.owed = False
         if not self._send():
             self.dropped += 1
