@@ -360,3 +360,13 @@ async def test_the_domain_emits_what_the_hooks_need(app: tuple[Application, Fake
     ]
     await w.close()
     assert len(application.observers) == 0
+
+
+async def test_close_lets_the_queues_drain_first() -> None:
+    sender = Recorder()
+    w = hooks(AppSettings(listenerHookURL=URL), sender)
+    for n in range(5):
+        w.on_event(observer.PlayStarted(APP, f"s{n}", "c"))
+    await w.close()  # nothing was sent yet: close waits for the worker
+    assert (w.sent, w.dropped) == (5, 0)
+    assert [b["id"] for b in sender.bodies()] == [f"s{n}" for n in range(5)]
