@@ -25,7 +25,8 @@ from confero.media import IcePolicy, PeerConfig, Router, aiortc_hooks, fanout
 from confero.settings import Settings
 from confero.signaling.endpoint import websocket_handler
 from confero.signaling.session import SignalingSession
-from confero.store import SqliteStore, Store
+from confero.store import SqliteStore, Store, StreamRecord
+from confero.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Server:
         self.applications = {
             name: Application(name, settings, self.store, self.router) for name in settings.applications
         }
+        self.webhooks = {name: self._webhooks(app) for name, app in self.applications.items()}
         self.sessions: set[SignalingSession] = set()
         self.web = web.Application(
             client_max_size=1 << 20, middlewares=[rest_guard(self.applications, refusal_response)]
@@ -75,6 +77,16 @@ class Server:
         self._runner: web.AppRunner | None = None
         self.port = settings.port
         self.closed = False
+
+    @staticmethod
+    def _webhooks(app: Application) -> Webhooks:
+        def record_of(stream_id: str) -> StreamRecord | None:
+            stream = app.streams.get(stream_id)
+            return stream.record if stream is not None else None
+
+        hooks = Webhooks(app.name, lambda: app.app_settings, record_of)
+        hooks.attach(app.observers)
+        return hooks
 
     async def start(self) -> None:
         for name in self.applications:
@@ -96,12 +108,14 @@ class Server:
         )
 
     async def close(self) -> None:
-        """Idempotent, children first: sessions, applications, router, HTTP, store."""
+        """Idempotent, children first: sessions, applications, webhooks, router, HTTP, store."""
         if self.closed:
             return
         self.closed = True
         await asyncio.gather(*(s.close() for s in list(self.sessions)), return_exceptions=True)
         await asyncio.gather(*(a.close() for a in self.applications.values()), return_exceptions=True)
+        # After the applications, so the hooks of the streams they ended are sent (until a deadline).
+        await asyncio.gather(*(w.close() for w in self.webhooks.values()), return_exceptions=True)
         await self.router.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -116,6 +130,7 @@ class Server:
             "sessions": [s.dump() for s in self.sessions],
             "applications": {n: a.dump() for n, a in self.applications.items()},
             "router": self.router.dump(),
+            "webhooks": {n: w.dump() for n, w in self.webhooks.items()},
         }
 
 

@@ -23,6 +23,9 @@ ENV_PREFIX = "CONFERO_"
 #: The codecs a publisher may be allowed to send, by the name settings use (any case).
 CODEC_MIMES = {"vp8": "video/VP8", "h264": "video/H264", "opus": "audio/opus"}
 
+#: The bodies a webhook POST may have (Ant Media's `webhookContentType`).
+WEBHOOK_CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded")
+
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names it."""
@@ -54,6 +57,16 @@ class AppSettings:
     remoteAllowedCIDR: str = "127.0.0.1,::1"
     jwtControlEnabled: bool = False
     jwtSecretKey: str = ""
+    #: Webhooks: where every application event is POSTed (a stream's own listenerHookURL wins).
+    listenerHookURL: str = ""
+    #: Retries after a failed webhook POST (not 200, or no answer), Ant Media's default 0.
+    webhookRetryCount: int = 0
+    #: Milliseconds before the first retry; each further retry waits twice as long (capped).
+    webhookRetryDelay: int = 1000
+    #: "application/json" (default) or "application/x-www-form-urlencoded".
+    webhookContentType: str = "application/json"
+    #: Confero's own: HMAC-SHA256 key; when set, each POST has `X-Confero-Signature: sha256=<hex>`.
+    listenerHookSecret: str = ""
 
     def update(self, values: Mapping[str, Any], where: str = "settings") -> None:
         """Apply a partial update (REST POST); unknown keys and bad values are refused whole."""
@@ -83,6 +96,12 @@ class AppSettings:
             raise SettingsError(f"{where}: JWT stream control needs jwtStreamSecretKey")
         if self.jwtControlEnabled and not self.jwtSecretKey:
             raise SettingsError(f"{where}: jwtControlEnabled needs jwtSecretKey")
+        if self.webhookContentType not in WEBHOOK_CONTENT_TYPES:
+            raise SettingsError(f"{where}.webhookContentType: one of {', '.join(WEBHOOK_CONTENT_TYPES)}")
+        if self.webhookRetryCount < 0 or self.webhookRetryDelay < 0:
+            raise SettingsError(f"{where}: webhookRetryCount and webhookRetryDelay cannot be negative")
+        if self.listenerHookURL and not self.listenerHookURL.startswith(("http://", "https://")):
+            raise SettingsError(f"{where}.listenerHookURL: an http:// or https:// URL")
 
     def allowed_networks_text(self) -> list[str]:
         return [c.strip() for c in self.remoteAllowedCIDR.split(",") if c.strip()]

@@ -39,6 +39,15 @@ class PublishRefused:
 
 
 @dataclass(frozen=True)
+class PublishTimedOut:
+    """A publish whose peer did not connect within the publish timeout (it ends unstarted)."""
+
+    app: str
+    stream_id: str
+    room: str = ""
+
+
+@dataclass(frozen=True)
 class PlayStarted:
     app: str
     stream_id: str  # the stream, or the room for a room play
@@ -96,6 +105,7 @@ AppEvent = (
     StreamStarted
     | StreamEnded
     | PublishRefused
+    | PublishTimedOut
     | PlayStarted
     | PlayEnded
     | PlayRefused

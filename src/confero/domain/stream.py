@@ -65,6 +65,7 @@ class Leg:
         if self.peer is not None and not self.peer.connected and not self.closed:
             logger.info("%s %s: not connected in time", self.kind, self.stream_id)
             self.client.deliver(events.ConnectTimeout(self.stream_id))
+            self._on_timed_out()
             self.end_soon("timeout")
 
     def _disarm(self) -> None:
@@ -81,6 +82,9 @@ class Leg:
 
     def _on_started(self) -> None:
         """The peer connected for the first time (subclasses)."""
+
+    def _on_timed_out(self) -> None:
+        """The peer did not connect in time; the leg ends next (subclasses)."""
 
     def _peer_closed(self, reason: str) -> None:
         """The media peer ended on its own (ICE failure, DTLS close, consent expiry)."""
@@ -182,6 +186,9 @@ class Publication(Leg):
     def relay(self, data: str | bytes) -> None:
         # The publisher's messages reach its players and, in a room, every other member's room play.
         self.stream.deliver_data(data, exclude=self)
+
+    def _on_timed_out(self) -> None:
+        self.ctx.observers.emit(observer.PublishTimedOut(self.ctx.app, self.stream_id, self.stream.room))
 
     def _on_started(self) -> None:
         self.stream.publication_started()

@@ -67,6 +67,7 @@ class StreamRecord:
     webrtc_viewer_limit: int = -1
     zombi: bool = False
     absolute_start_time_ms: int = 0
+    listener_hook_url: str = ""
 
 
 @dataclass

@@ -96,6 +96,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX tokens_by_stream ON tokens (app, stream_id, expire_date, token_id)",
     ),
+    (  # 2: a Broadcast's webhook address; rooms created by a join (removed when they empty)
+        "ALTER TABLE streams ADD COLUMN listener_hook_url TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE rooms ADD COLUMN zombi INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 _R = TypeVar("_R")
