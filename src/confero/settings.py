@@ -54,6 +54,10 @@ class AppSettings:
     remoteAllowedCIDR: str = "127.0.0.1,::1"
     jwtControlEnabled: bool = False
     jwtSecretKey: str = ""
+    #: A directory whose files are served at /{App}/ in place of Confero's own pages, with every
+    #: path that names no file answered by its index.html (a single-page app such as Circle, which
+    #: routes /{App}/{roomName}); "" serves Confero's pages (Confero's own setting).
+    webRoot: str = ""
 
     def update(self, values: Mapping[str, Any], where: str = "settings") -> None:
         """Apply a partial update (REST POST); unknown keys and bad values are refused whole."""
@@ -62,6 +66,9 @@ class AppSettings:
             if key not in _APP_TYPES:
                 raise SettingsError(f"{where}: unknown setting {key!r}")
             staged[key] = _coerce(f"{where}.{key}", _APP_TYPES[key], value)
+            if key == "webRoot" and staged[key] != self.webRoot:
+                # Which directory the web may read is the operator's choice, not a REST client's.
+                raise SettingsError(f"{where}.webRoot: set in the config file only")
         candidate = dataclasses.replace(self, **staged)
         candidate.validate(where)
         for key, value in staged.items():
@@ -83,6 +90,8 @@ class AppSettings:
             raise SettingsError(f"{where}: JWT stream control needs jwtStreamSecretKey")
         if self.jwtControlEnabled and not self.jwtSecretKey:
             raise SettingsError(f"{where}: jwtControlEnabled needs jwtSecretKey")
+        if self.webRoot and not Path(self.webRoot).is_dir():
+            raise SettingsError(f"{where}.webRoot: {self.webRoot!r} is not a directory")
 
     def allowed_networks_text(self) -> list[str]:
         return [c.strip() for c in self.remoteAllowedCIDR.split(",") if c.strip()]
