@@ -23,7 +23,8 @@ from confero.api.routes import APPLICATIONS, add_routes, refusal_response
 from confero.domain.application import Application
 from confero.media import IcePolicy, PeerConfig, Router, aiortc_hooks, fanout
 from confero.settings import Settings
-from confero.signaling.endpoint import websocket_handler
+from confero.signaling.circle import CircleSession
+from confero.signaling.endpoint import circle_handler, websocket_handler
 from confero.signaling.session import SignalingSession
 from confero.store import SqliteStore, Store, StreamRecord
 from confero.webhooks import Webhooks
@@ -67,11 +68,13 @@ class Server:
         }
         self.webhooks = {name: self._webhooks(app) for name, app in self.applications.items()}
         self.sessions: set[SignalingSession] = set()
+        self.circle_sessions: set[CircleSession] = set()
         self.web = web.Application(
             client_max_size=1 << 20, middlewares=[rest_guard(self.applications, refusal_response)]
         )
         self.web[APPLICATIONS] = self.applications
         self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions))
+        self.web.router.add_get("/{app}/websocket/application", circle_handler(self.applications, self.circle_sessions))
         add_routes(self.web.router)
         add_page_routes(self.web.router, self.applications)
         self._runner: web.AppRunner | None = None
@@ -113,6 +116,7 @@ class Server:
             return
         self.closed = True
         await asyncio.gather(*(s.close() for s in list(self.sessions)), return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in list(self.circle_sessions)), return_exceptions=True)
         await asyncio.gather(*(a.close() for a in self.applications.values()), return_exceptions=True)
         # After the applications, so the hooks of the streams they ended are sent (until a deadline).
         await asyncio.gather(*(w.close() for w in self.webhooks.values()), return_exceptions=True)
@@ -127,7 +131,7 @@ class Server:
 
     def dump(self) -> dict[str, Any]:
         return {
-            "sessions": [s.dump() for s in self.sessions],
+            "sessions": [s.dump() for s in self.sessions] + [s.dump() for s in self.circle_sessions],
             "applications": {n: a.dump() for n, a in self.applications.items()},
             "router": self.router.dump(),
             "webhooks": {n: w.dump() for n, w in self.webhooks.items()},

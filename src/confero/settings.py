@@ -67,6 +67,10 @@ class AppSettings:
     webhookContentType: str = "application/json"
     #: Confero's own: HMAC-SHA256 key; when set, each POST has `X-Confero-Signature: sha256=<hex>`.
     listenerHookSecret: str = ""
+    #: A directory whose files are served at /{App}/ in place of Confero's own pages, with every
+    #: path that names no file answered by its index.html (a single-page app such as Circle, which
+    #: routes /{App}/{roomName}); "" serves Confero's pages (Confero's own setting).
+    webRoot: str = ""
 
     def update(self, values: Mapping[str, Any], where: str = "settings") -> None:
         """Apply a partial update (REST POST); unknown keys and bad values are refused whole."""
@@ -75,6 +79,9 @@ class AppSettings:
             if key not in _APP_TYPES:
                 raise SettingsError(f"{where}: unknown setting {key!r}")
             staged[key] = _coerce(f"{where}.{key}", _APP_TYPES[key], value)
+            if key == "webRoot" and staged[key] != self.webRoot:
+                # Which directory the web may read is the operator's choice, not a REST client's.
+                raise SettingsError(f"{where}.webRoot: set in the config file only")
         candidate = dataclasses.replace(self, **staged)
         candidate.validate(where)
         for key, value in staged.items():
@@ -102,6 +109,8 @@ class AppSettings:
             raise SettingsError(f"{where}: webhookRetryCount and webhookRetryDelay cannot be negative")
         if self.listenerHookURL and not self.listenerHookURL.startswith(("http://", "https://")):
             raise SettingsError(f"{where}.listenerHookURL: an http:// or https:// URL")
+        if self.webRoot and not Path(self.webRoot).is_dir():
+            raise SettingsError(f"{where}.webRoot: {self.webRoot!r} is not a directory")
 
     def allowed_networks_text(self) -> list[str]:
         return [c.strip() for c in self.remoteAllowedCIDR.split(",") if c.strip()]

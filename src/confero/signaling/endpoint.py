@@ -1,4 +1,6 @@
-"""The `/{App}/websocket` route: unknown application is a 404; otherwise run a session."""
+"""The WebSocket routes: `/{App}/websocket` (Ant Media's protocol, a `SignalingSession`) and
+`/{App}/websocket/application` (Circle's application socket, a `CircleSession`). An unknown
+application is a 404; otherwise the session runs until the socket closes."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from confero.domain.application import Application
+from confero.signaling.circle import CircleSession
 from confero.signaling.session import SignalingSession
 
 logger = logging.getLogger(__name__)
@@ -25,6 +28,26 @@ def websocket_handler(
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=True)
         await ws.prepare(request)
         session = SignalingSession(ws, app, request.remote or "?")
+        sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            sessions.discard(session)
+        return ws
+
+    return handler
+
+
+def circle_handler(
+    applications: Mapping[str, Application], sessions: set[CircleSession]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        app = applications.get(request.match_info["app"])
+        if app is None:
+            raise web.HTTPNotFound(text=f"no application {request.match_info['app']!r}")
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=True)
+        await ws.prepare(request)
+        session = CircleSession(ws, app, request.remote or "?")
         sessions.add(session)
         try:
             await session.run()
