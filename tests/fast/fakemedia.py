@@ -120,6 +120,8 @@ class Source:
     mid: str = ""
     active: bool = True
     enabled: bool = True
+    msid: tuple[str, str] = ("", "")
+    switches: int = 0
 
 
 class FakeSubscriber(FakePeer):
@@ -132,11 +134,28 @@ class FakeSubscriber(FakePeer):
         self.negotiating = False
         self.data_channel: str | None = None
 
-    def add_source(self, track_id: str, label: str) -> None:
+    def add_source(self, track_id: str, label: str, *, msid_stream: str = "", msid_track: str = "") -> None:
         track = self.plane.tracks.get(track_id)
         if track is None:
             raise UnknownTrack(f"no live track {track_id}")
-        self.sources.append(Source(track, label))
+        self.sources.append(Source(track, label, msid=(msid_stream, msid_track)))
+
+    def switch_source(self, label: str, track_id: str) -> bool:
+        track = self.plane.tracks.get(track_id)
+        if track is None:
+            raise UnknownTrack(f"no live track {track_id}")
+        found = False
+        for source in self.sources:
+            if source.label == label and source.active and source.track.kind == track.kind:
+                if source.track != track:
+                    source.track = track
+                    source.switches += 1
+                found = True
+        return found
+
+    def carried(self, kind: str = "video") -> dict[str, str]:
+        """label -> track id of the active m-lines of `kind` (a test's view of the slots)."""
+        return {s.label: s.track.track_id for s in self.sources if s.active and s.track.kind == kind}
 
     def remove_source(self, label: str) -> bool:
         removed = False

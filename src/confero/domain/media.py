@@ -54,8 +54,14 @@ class MediaPublisher(MediaPeer, Protocol):
 class MediaSubscriber(MediaPeer, Protocol):
     """The egress peer of one player: any number of sources, each under a caller's label."""
 
-    def add_source(self, track_id: str, label: str) -> None:
-        """Forward a published track (on the next offer). Raises UnknownTrack."""
+    def add_source(self, track_id: str, label: str, *, msid_stream: str = "", msid_track: str = "") -> None:
+        """Forward a published track (on the next offer), its m-line's `a=msid` naming
+        `msid_stream` and `msid_track`. Raises UnknownTrack."""
+        ...
+
+    def switch_source(self, label: str, track_id: str) -> bool:
+        """Carry another published track of the same kind on the m-line of `label`, without
+        renegotiating (from its next keyframe); False if there is none. Raises UnknownTrack."""
         ...
 
     def remove_source(self, label: str) -> bool:

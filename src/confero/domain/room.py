@@ -20,7 +20,7 @@ from typing import Protocol
 from confero.domain import events, observer
 from confero.domain.context import Context
 from confero.domain.results import StreamSummary
-from confero.domain.stream import Party, Player, Stream
+from confero.domain.stream import Party, Player, Stream, track_id, video_first
 from confero.store import RoomRecord
 
 logger = logging.getLogger(__name__)
@@ -262,8 +262,13 @@ class RoomPlayback(Player):
             for label in removed:
                 subscriber.remove_source(label)
             for stream_id in added:
-                for track in wanted[stream_id].tracks():
-                    subscriber.add_source(track.track_id, stream_id)
+                for track in video_first(wanted[stream_id].tracks()):
+                    subscriber.add_source(
+                        track.track_id,
+                        stream_id,
+                        msid_stream=self.room.room_id,  # one MediaStream for the whole room
+                        msid_track=track_id(track.kind, stream_id),
+                    )
             sdp = await subscriber.offer(data_channel=self._data_channel())
             self.offers += 1
             self.client.deliver(self._offer_event(sdp))
