@@ -23,6 +23,7 @@ from confero.api.routes import APPLICATIONS, add_routes, refusal_response
 from confero.domain.application import Application
 from confero.media import IcePolicy, PeerConfig, Router, aiortc_hooks, fanout
 from confero.settings import Settings
+from confero.signaling import wire
 from confero.signaling.endpoint import websocket_handler
 from confero.signaling.session import SignalingSession
 from confero.store import SqliteStore, Store
@@ -62,7 +63,8 @@ class Server:
             codec_mimes(settings.codecs),
         )
         self.applications = {
-            name: Application(name, settings, self.store, self.router) for name in settings.applications
+            name: Application(name, settings, self.store, self.router, encode_data=wire.data_message)
+            for name in settings.applications
         }
         self.sessions: set[SignalingSession] = set()
         self.web = web.Application(

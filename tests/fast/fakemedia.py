@@ -18,6 +18,7 @@ from confero.media.types import (
     SdpError,
     SlotInfo,
     TrackInfo,
+    TrackLevel,
     TrackStats,
     UnknownTrack,
 )
@@ -88,6 +89,7 @@ class FakePublisher(FakePeer):
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self._tracks: list[TrackInfo] = []
         self.octets = {"video": 0, "audio": 0}
+        self.level = 127  # what levels() reports for its audio track (a test sets it)
 
     async def answer(self, offer_sdp: str) -> str:
         if offer_sdp == "bad":
@@ -106,6 +108,9 @@ class FakePublisher(FakePeer):
 
     def stats(self) -> list[TrackStats]:
         return [TrackStats(t.track_id, t.kind, t.codec, 10, self.octets[t.kind], 1, 0) for t in self._tracks]
+
+    def levels(self) -> list[TrackLevel]:
+        return [TrackLevel(t.track_id, self.level) for t in self._tracks if t.kind == "audio"]
 
     def _forget(self) -> None:
         super()._forget()

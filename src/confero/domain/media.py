@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from confero.media.types import LocalCandidate, SlotInfo, TrackInfo, TrackStats
+from confero.media.types import LocalCandidate, SlotInfo, TrackInfo, TrackLevel, TrackStats
 
 OnConnected = Callable[[], None]
 OnClosed = Callable[[str], None]  # the reason: "ice_failed", "closed", "shutdown", ...
@@ -49,6 +49,10 @@ class MediaPublisher(MediaPeer, Protocol):
     def tracks(self) -> list[TrackInfo]: ...
 
     def stats(self) -> list[TrackStats]: ...
+
+    def levels(self) -> list[TrackLevel]:
+        """Each audio track's loudest RFC 6464 level since the last call (127: silence)."""
+        ...
 
 
 class MediaSubscriber(MediaPeer, Protocol):
@@ -117,5 +121,6 @@ __all__ = [
     "OnData",
     "SlotInfo",
     "TrackInfo",
+    "TrackLevel",
     "TrackStats",
 ]
