@@ -23,6 +23,7 @@ from confero.api.routes import APPLICATIONS, add_routes, refusal_response
 from confero.domain.application import Application
 from confero.media import IcePolicy, PeerConfig, Router, aiortc_hooks, fanout
 from confero.settings import Settings
+from confero.signaling import wire
 from confero.signaling.circle import CircleSession
 from confero.signaling.endpoint import circle_handler, websocket_handler
 from confero.signaling.session import SignalingSession
@@ -64,7 +65,8 @@ class Server:
             codec_mimes(settings.codecs),
         )
         self.applications = {
-            name: Application(name, settings, self.store, self.router) for name in settings.applications
+            name: Application(name, settings, self.store, self.router, encode_data=wire.data_message)
+            for name in settings.applications
         }
         self.webhooks = {name: self._webhooks(app) for name, app in self.applications.items()}
         self.sessions: set[SignalingSession] = set()

@@ -43,6 +43,8 @@ class AppSettings:
     dataChannelEnabled: bool = True
     #: Largest data-channel message relayed, in bytes (Confero's own setting).
     dataChannelMessageLimit: int = 65536
+    #: Video m-lines (slots) of a room play; -1: one per member (Ant Media's default).
+    maxVideoTrackCount: int = -1
     stunServerURI: str = ""
     turnServerUsername: str = ""
     turnServerCredential: str = ""

@@ -18,6 +18,7 @@ from confero.media.types import (
     SdpError,
     SlotInfo,
     TrackInfo,
+    TrackLevel,
     TrackStats,
     UnknownTrack,
 )
@@ -88,6 +89,7 @@ class FakePublisher(FakePeer):
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self._tracks: list[TrackInfo] = []
         self.octets = {"video": 0, "audio": 0}
+        self.level = 127  # what levels() reports for its audio track (a test sets it)
 
     async def answer(self, offer_sdp: str) -> str:
         if offer_sdp == "bad":
@@ -107,6 +109,9 @@ class FakePublisher(FakePeer):
     def stats(self) -> list[TrackStats]:
         return [TrackStats(t.track_id, t.kind, t.codec, 10, self.octets[t.kind], 1, 0) for t in self._tracks]
 
+    def levels(self) -> list[TrackLevel]:
+        return [TrackLevel(t.track_id, self.level) for t in self._tracks if t.kind == "audio"]
+
     def _forget(self) -> None:
         super()._forget()
         for track in self._tracks:
@@ -120,6 +125,8 @@ class Source:
     mid: str = ""
     active: bool = True
     enabled: bool = True
+    msid: tuple[str, str] = ("", "")
+    switches: int = 0
 
 
 class FakeSubscriber(FakePeer):
@@ -132,11 +139,28 @@ class FakeSubscriber(FakePeer):
         self.negotiating = False
         self.data_channel: str | None = None
 
-    def add_source(self, track_id: str, label: str) -> None:
+    def add_source(self, track_id: str, label: str, *, msid_stream: str = "", msid_track: str = "") -> None:
         track = self.plane.tracks.get(track_id)
         if track is None:
             raise UnknownTrack(f"no live track {track_id}")
-        self.sources.append(Source(track, label))
+        self.sources.append(Source(track, label, msid=(msid_stream, msid_track)))
+
+    def switch_source(self, label: str, track_id: str) -> bool:
+        track = self.plane.tracks.get(track_id)
+        if track is None:
+            raise UnknownTrack(f"no live track {track_id}")
+        found = False
+        for source in self.sources:
+            if source.label == label and source.active and source.track.kind == track.kind:
+                if source.track != track:
+                    source.track = track
+                    source.switches += 1
+                found = True
+        return found
+
+    def carried(self, kind: str = "video") -> dict[str, str]:
+        """label -> track id of the active m-lines of `kind` (a test's view of the slots)."""
+        return {s.label: s.track.track_id for s in self.sources if s.active and s.track.kind == kind}
 
     def remove_source(self, label: str) -> bool:
         removed = False

@@ -434,3 +434,49 @@ def test_every_refusal_has_its_definition(exc: BaseException, definition: str) -
     message = wire.error_message(exc, "s1")
     assert (message.definition, message.stream_id) == (definition, "s1")
     assert message.error_code == ("404" if definition == "no_stream_exist" and isinstance(exc, errors.NotFound) else "")
+
+
+# -- video slots (maxVideoTrackCount) ----------------------------------------------------------------
+
+
+async def test_room_play_video_slots_follow_the_policy_and_its_commands(world: World) -> None:
+    world.app.ctx.encode_data = repr  # the transport's encoder; a plain repr is enough here
+    world.app.app_settings.maxVideoTrackCount = 1
+    members = {}
+    for sid in ("a1", "b1", "c1"):
+        client, _ = world.client()
+        await client.join_room("room1", sid)
+        await world.live_publisher(client, sid)
+        members[sid] = client
+    viewer = members["a1"]
+    await viewer.play("room1")
+    play = world.media.subscriber("room1/room-play")
+    assert play.carried("video") == {"videoTrack0": "b1/video/2"}
+    assert set(play.carried("audio")) == {"b1", "c1"}
+    assert play.sources[0].msid == ("room1", "ARDAMSvvideoTrack0")
+    await viewer.configure("room1", "answer", "answer")
+    play.connect()
+    offers = len(play.offers)
+
+    # c1 talks: after the hold and the streak it takes the slot, without a new offer
+    world.media.publisher("c1").level = 10
+    await until(lambda: play.carried("video") == {"videoTrack0": "c1/video/4"}, "c1 in the slot", within=10)
+    assert len(play.offers) == offers
+    sent = [d for d in play.sent if isinstance(d, str)]
+    assert any("AudioLevels" in d and "('c1', 10)" in d for d in sent)
+    assert "VideoAssignment(label='videoTrack0', stream_id='c1'" in sent[-1] or any(
+        "stream_id='c1', reserved=False" in d for d in sent
+    )
+
+    # pinned: b1 holds the slot although c1 is the loudest
+    viewer.assign_video_track("b1", "videoTrack0", True)
+    await until(lambda: play.carried("video") == {"videoTrack0": "b1/video/2"}, "the pin")
+    with pytest.raises(errors.NotFound):
+        viewer.assign_video_track("nobody", "videoTrack0", True)
+
+    # no limit for this player: every member's own video m-line, a new offer
+    viewer.set_max_video_tracks("a1", -1)
+    await until(lambda: len(play.offers) > offers, "the re-offer")
+    assert set(play.carried("video")) == {"b1", "c1"}
+    viewer.video_track_assignments("room1")
+    assert "VideoAssignment(label='b1', stream_id='b1'" in play.sent[-1]  # type: ignore[operator]

@@ -855,6 +855,18 @@ async def test_take_over_rtcp_silences_the_sender_and_keeps_bye(peers: Peers) ->
     await wait_until(lambda: quiet_ssrc in byes(), 3, "BYE from the silenced sender")
 
 
+async def test_set_msid_and_idle_track_id_name_the_m_line(peers: Peers) -> None:
+    """set_msid + IdleTrack(track_id=): the offer's a=msid names our stream and track ids."""
+    pc = peers.new()
+    video = pc.addTransceiver(IdleTrack("video", "ARDAMSvx"), direction="sendonly")
+    aiortc_hooks.set_msid(video.sender, "room")
+    pc.addTransceiver(IdleTrack("audio"), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    assert "a=msid:room ARDAMSvx" in sdp
+    assert sdp.count("a=msid:") == 2
+
+
 async def test_idle_track_parks_the_sender_and_stops_cleanly(peers: Peers, caplog: pytest.LogCaptureFixture) -> None:
     calls: list[float] = []
 

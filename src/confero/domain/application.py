@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from confero.domain import events
 from confero.domain.access import Access
 from confero.domain.calls import PeerCalls
 from confero.domain.client import Client, Sink
@@ -38,7 +40,15 @@ _client_ids = itertools.count(1)
 class Application:
     """Streams, rooms, calls, access rules and clients of one application."""
 
-    def __init__(self, name: str, settings: Settings, store: Store, media: MediaPlane) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        store: Store,
+        media: MediaPlane,
+        *,
+        encode_data: Callable[[events.DataEvent], str] | None = None,
+    ) -> None:
         self.name = name
         self._settings = settings
         self.ctx = Context(
@@ -47,6 +57,7 @@ class Application:
             store=store,
             media=media,
             publish_timeout=lambda: settings.publish_timeout,
+            encode_data=encode_data,
         )
         self.access = Access(name, self.ctx.settings, store)
         self.rooms = Rooms(self.ctx)

@@ -216,6 +216,33 @@ class Client:
             raise NotFound(f"no room play of {stream_id} on this connection")
         return leg
 
+    # -- video slots of a room play (the player's commands name the room, or its own stream) --
+
+    def _slot_play(self, stream_id: str) -> RoomPlayback:
+        """The room play `stream_id` names: the room's, or this connection's only room play
+        (the SDK sends the publish stream id, or the pinned stream's)."""
+        leg = self.legs.get(stream_id)
+        if isinstance(leg, RoomPlayback):
+            return leg
+        plays = [leg for leg in self.legs.values() if isinstance(leg, RoomPlayback)]
+        if len(plays) != 1:
+            raise NotFound(f"no room play for {stream_id} on this connection")
+        return plays[0]
+
+    def set_max_video_tracks(self, stream_id: str, count: int) -> None:
+        self._slot_play(stream_id).set_max_video_tracks(count)
+
+    def video_track_assignments(self, stream_id: str) -> None:
+        """The room play's assignments, sent on its data channel (as Ant Media answers)."""
+        self._slot_play(stream_id).send_assignments()
+
+    def assign_video_track(self, stream_id: str, label: str, enabled: bool) -> None:
+        """Pin `stream_id` to the slot `label` (enabled), or unpin it."""
+        self._slot_play(stream_id).assign_video_track(label, stream_id, enabled)
+
+    def update_video_track_assignments(self, stream_id: str, offset: int, size: int) -> None:
+        self._slot_play(stream_id).set_page(offset, size)
+
     def enable_track(self, stream_id: str, track: str, enabled: bool) -> None:
         label = track
         for prefix in TRACK_PREFIXES:

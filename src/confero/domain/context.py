@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from confero.domain import events
 from confero.domain.media import MediaPlane
 from confero.domain.observer import Observers
 from confero.settings import AppSettings
@@ -66,6 +67,8 @@ class Context:
     media: MediaPlane
     publish_timeout: Callable[[], float] = lambda: 20.0  # seconds a peer may take to connect
     observers: Observers = field(default_factory=Observers)
+    #: How a server event for a data channel is written (the transport's; None: not sent)
+    encode_data: Callable[[events.DataEvent], str] | None = None
     tasks: Tasks = field(init=False)
 
     def __post_init__(self) -> None:

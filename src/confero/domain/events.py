@@ -155,3 +155,42 @@ Event = (
     | Relay
     | DataTooLarge
 )
+
+
+# -- what the server writes on a room play's data channel (encoded by the transport's
+#    `Context.encode_data`, signaling/wire.py: data_message) ----------------------------------
+
+
+@dataclass(frozen=True)
+class VideoAssignment:
+    """One video slot of a room play: its label and the stream it carries ("" if none)."""
+
+    label: str
+    stream_id: str
+    reserved: bool = False  # pinned
+
+
+@dataclass(frozen=True)
+class VideoAssignments:
+    """Which stream each video m-line of the room play `stream_id` carries."""
+
+    stream_id: str
+    assignments: tuple[VideoAssignment, ...]
+
+
+@dataclass(frozen=True)
+class TrackListUpdated:
+    """The room's member streams changed."""
+
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class AudioLevels:
+    """Who is talking: (stream id, RFC 6464 level: 0 loudest .. 127 silence) per member."""
+
+    stream_id: str
+    levels: tuple[tuple[str, int], ...]
+
+
+DataEvent = VideoAssignments | TrackListUpdated | AudioLevels

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from confero.media.types import LocalCandidate, SlotInfo, TrackInfo, TrackStats
+from confero.media.types import LocalCandidate, SlotInfo, TrackInfo, TrackLevel, TrackStats
 
 OnConnected = Callable[[], None]
 OnClosed = Callable[[str], None]  # the reason: "ice_failed", "closed", "shutdown", ...
@@ -50,12 +50,22 @@ class MediaPublisher(MediaPeer, Protocol):
 
     def stats(self) -> list[TrackStats]: ...
 
+    def levels(self) -> list[TrackLevel]:
+        """Each audio track's loudest RFC 6464 level since the last call (127: silence)."""
+        ...
+
 
 class MediaSubscriber(MediaPeer, Protocol):
     """The egress peer of one player: any number of sources, each under a caller's label."""
 
-    def add_source(self, track_id: str, label: str) -> None:
-        """Forward a published track (on the next offer). Raises UnknownTrack."""
+    def add_source(self, track_id: str, label: str, *, msid_stream: str = "", msid_track: str = "") -> None:
+        """Forward a published track (on the next offer), its m-line's `a=msid` naming
+        `msid_stream` and `msid_track`. Raises UnknownTrack."""
+        ...
+
+    def switch_source(self, label: str, track_id: str) -> bool:
+        """Carry another published track of the same kind on the m-line of `label`, without
+        renegotiating (from its next keyframe); False if there is none. Raises UnknownTrack."""
         ...
 
     def remove_source(self, label: str) -> bool:
@@ -111,5 +121,6 @@ __all__ = [
     "OnData",
     "SlotInfo",
     "TrackInfo",
+    "TrackLevel",
     "TrackStats",
 ]

@@ -19,13 +19,18 @@ from typing import Protocol
 
 from confero.domain import events, observer
 from confero.domain.context import Context
+from confero.domain.media import TrackInfo
 from confero.domain.results import StreamSummary
-from confero.domain.stream import Party, Player, Stream
+from confero.domain.slots import SlotPolicy
+from confero.domain.stream import Party, Player, Stream, track_id, video_first
+from confero.errors import NotFound
 from confero.store import RoomRecord
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DURATION = 3600
+LEVEL_INTERVAL = 0.5  # seconds between audio-level samples (AUDIO_TRACK_ASSIGNMENT, slot policy)
+SLOT_LABEL = "videoTrack"  # a video slot's label: videoTrack0, videoTrack1, ... (Ant Media's)
 
 
 class RoomClient(Party, Protocol):
@@ -63,6 +68,7 @@ class Room:
         self.streams: dict[str, Stream] = {}  # streams published in this room, live or preparing
         self.playbacks: set[RoomPlayback] = set()
         self._expiry: asyncio.TimerHandle | None = None
+        self._level_timer: asyncio.TimerHandle | None = None
         self._on_closed = on_closed
         self.closing = False
         self.closed = False
@@ -159,7 +165,36 @@ class Room:
     def add_player(self, client: RoomClient, excluded: set[str]) -> RoomPlayback:
         playback = RoomPlayback(self, client, excluded)
         self.playbacks.add(playback)
+        self._arm_levels()
         return playback
+
+    # -- who is talking --------------------------------------------------------------------------
+
+    def _arm_levels(self) -> None:
+        if self._level_timer is None and self.playbacks and not self.closing:
+            loop = asyncio.get_running_loop()
+            self._level_timer = loop.call_later(LEVEL_INTERVAL, self._level_tick)
+
+    def _level_tick(self) -> None:
+        """Sample every member stream's audio level once, hand them to the room plays."""
+        self._level_timer = None
+        if self.closing or not self.playbacks:
+            return
+        levels = self.levels()
+        for playback in list(self.playbacks):
+            playback.levels_sampled(levels)
+        self._arm_levels()
+
+    def levels(self) -> dict[str, int]:
+        """stream id -> the loudest level of its audio since the last sample (0 loudest .. 127)."""
+        out: dict[str, int] = {}
+        for stream in self.live_streams():
+            publisher = stream.publication.publisher if stream.publication is not None else None
+            if publisher is not None:
+                sampled = [t.level for t in publisher.levels()]
+                if sampled:
+                    out[stream.stream_id] = min(sampled)
+        return out
 
     async def leave(self, stream_id: str, reason: str = "leave") -> Member | None:
         """Remove a member: its stream in this room and its plays of this room's streams end."""
@@ -194,6 +229,9 @@ class Room:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+        if self._level_timer is not None:
+            self._level_timer.cancel()
+            self._level_timer = None
         for member in list(self.members.values()):
             if reason == "expired":
                 member.client.deliver(events.RoomWindowEnded(member.stream_id, self.room_id))
@@ -220,6 +258,13 @@ class RoomPlayback(Player):
     Its subscriber carries every live member stream except the excluded ones (the client's
     own). When streams start or end in the room it renegotiates: new m-lines for newcomers,
     inactive ones for those who left, and a fresh `idMapping` each time.
+
+    Video: with no limit (`maxVideoTrackCount` -1) every member has its own video m-line,
+    labelled with its stream id. With a limit N there are at most N video m-lines, the slots
+    `videoTrack0`..: `SlotPolicy` decides who each carries (loudest speakers, pins, a page),
+    and a change switches the slot's source without renegotiating. Audio: every member.
+    On the data channel it writes VIDEO_TRACK_ASSIGNMENT_LIST (label -> stream) when that
+    changes, TRACK_LIST_UPDATED when members come and go, AUDIO_TRACK_ASSIGNMENT every tick.
     """
 
     room_play = True
@@ -231,6 +276,11 @@ class RoomPlayback(Player):
         self.offers = 0
         self._lock = asyncio.Lock()
         self._dirty = False
+        self.limit = room.ctx.settings().maxVideoTrackCount
+        self.policy = SlotPolicy(max(self.limit, 0))
+        self._carried: dict[str, list[str]] = {}  # label -> media track ids it carries
+        self._members: tuple[str, ...] = ()
+        self._sent_assignments: tuple[events.VideoAssignment, ...] | None = None
 
     def wanted(self) -> dict[str, Stream]:
         return {s.stream_id: s for s in self.room.live_streams() if s.stream_id not in self.excluded and s.tracks()}
@@ -245,6 +295,30 @@ class RoomPlayback(Player):
     async def refresh(self) -> None:
         await self._negotiate()
 
+    # -- the plan: which tracks each label carries ------------------------------------------------
+
+    @property
+    def limited(self) -> bool:
+        return self.limit >= 0
+
+    def _plan(self, wanted: dict[str, Stream]) -> dict[str, list[TrackInfo]]:
+        if not self.limited:
+            return {sid: video_first(stream.tracks()) for sid, stream in wanted.items()}
+        videos = {sid: [t for t in s.tracks() if t.kind == "video"][:1] for sid, s in wanted.items()}
+        self.policy.update([sid for sid, v in videos.items() if v])
+        plan: dict[str, list[TrackInfo]] = {}
+        for i, occupant in enumerate(self.policy.slots):
+            if occupant is not None:
+                plan[f"{SLOT_LABEL}{i}"] = videos[occupant]
+        for sid, stream in wanted.items():
+            audio = [t for t in stream.tracks() if t.kind == "audio"]
+            if audio:
+                plan[sid] = audio
+        return plan
+
+    def _msid_track(self, track: TrackInfo, label: str) -> str:
+        return track_id(track.kind, label)
+
     async def _negotiate(self) -> None:
         async with self._lock:
             subscriber = self.subscriber
@@ -254,21 +328,130 @@ class RoomPlayback(Player):
                 self._dirty = True
                 return
             wanted = self.wanted()
-            current = subscriber.labels()
-            removed = current - wanted.keys()
-            added = [stream_id for stream_id in wanted if stream_id not in current]
-            if self.offers and not removed and not added:
-                return
+            plan = self._plan(wanted)
+            removed = [
+                label
+                for label in self._carried
+                if label not in plan and not (self.limited and self._slot_index(label) in range(self.policy.size))
+            ]
+            added: list[str] = []
+            for label, tracks in plan.items():
+                ids = [t.track_id for t in tracks]
+                carried = self._carried.get(label)
+                if carried == ids:
+                    continue
+                if carried is not None and self._slot_index(label) is not None and len(ids) == 1:
+                    subscriber.switch_source(label, ids[0])  # a slot changes source: no renegotiation
+                    self._carried[label] = ids
+                    continue
+                if carried is not None:
+                    subscriber.remove_source(label)
+                added.append(label)
             for label in removed:
                 subscriber.remove_source(label)
-            for stream_id in added:
-                for track in wanted[stream_id].tracks():
-                    subscriber.add_source(track.track_id, stream_id)
-            sdp = await subscriber.offer(data_channel=self._data_channel())
-            self.offers += 1
-            self.client.deliver(self._offer_event(sdp))
-            if self.offers == 1:
-                self._send_candidates()
+                del self._carried[label]
+            for label in added:
+                for track in plan[label]:
+                    subscriber.add_source(
+                        track.track_id,
+                        label,
+                        msid_stream=self.room.room_id,  # one MediaStream for the whole room
+                        msid_track=self._msid_track(track, label),
+                    )
+                self._carried[label] = [t.track_id for t in plan[label]]
+            members = tuple(wanted)
+            membership_changed = members != self._members
+            self._members = members
+            if not self.offers or removed or added:
+                sdp = await subscriber.offer(data_channel=self._data_channel())
+                self.offers += 1
+                self.client.deliver(self._offer_event(sdp))
+                if self.offers == 1:
+                    self._send_candidates()
+            if membership_changed and self.offers > 1:
+                self._send(events.TrackListUpdated(self.stream_id))
+            self.send_assignments(only_changed=True)
+
+    @staticmethod
+    def _slot_index(label: str) -> int | None:
+        if label.startswith(SLOT_LABEL) and label[len(SLOT_LABEL) :].isdigit():
+            return int(label[len(SLOT_LABEL) :])
+        return None
+
+    # -- slots and levels -----------------------------------------------------------------------
+
+    def assignments(self) -> tuple[events.VideoAssignment, ...]:
+        """Label -> stream of each video m-line (every member's own with no limit)."""
+        if not self.limited:
+            return tuple(events.VideoAssignment(sid, sid) for sid in self._carried if sid in self._members)
+        pinned = set(self.policy.pins)
+        return tuple(
+            events.VideoAssignment(f"{SLOT_LABEL}{i}", occupant or "", i in pinned)
+            for i, occupant in enumerate(self.policy.slots)
+            if f"{SLOT_LABEL}{i}" in self._carried
+        )
+
+    def send_assignments(self, *, only_changed: bool = False) -> None:
+        current = self.assignments()
+        if only_changed and current == self._sent_assignments:
+            return
+        self._sent_assignments = current
+        self._send(events.VideoAssignments(self.stream_id, current))
+
+    def levels_sampled(self, levels: dict[str, int]) -> None:
+        """The room's level tick: tell who is talking, and let the loudest take the slots."""
+        heard = tuple((sid, levels[sid]) for sid in self._members if sid in levels)
+        if heard:
+            self._send(events.AudioLevels(self.stream_id, heard))
+        if self.limited and self.policy.update(self._video_members(), levels):
+            self.ctx.tasks.spawn(self._negotiate())
+
+    def _video_members(self) -> list[str]:
+        return [sid for sid, s in self.wanted().items() if any(t.kind == "video" for t in s.tracks())]
+
+    def set_max_video_tracks(self, count: int) -> None:
+        """The player's own limit (setMaxVideoTrackCountCommand); -1: no limit."""
+        count = max(count, -1)
+        if count == self.limit:
+            return
+        if self.limited != (count >= 0):
+            # one labelling to the other: every m-line is offered anew
+            self._carried_reset()
+        self.limit = count
+        self.policy.resize(max(count, 0))
+        self.ctx.tasks.spawn(self._negotiate())
+
+    def _carried_reset(self) -> None:
+        subscriber = self.subscriber
+        for label in list(self._carried):
+            if subscriber is not None:
+                subscriber.remove_source(label)
+            del self._carried[label]
+
+    def assign_video_track(self, label: str, stream_id: str, enabled: bool) -> None:
+        """Pin `stream_id` to the slot `label` (assignVideoTrackCommand), or unpin it."""
+        if not self.limited:
+            return  # every member has its own m-line already
+        index = self._slot_index(label)
+        if enabled:
+            if index is None or stream_id not in self.wanted():
+                raise NotFound(f"no video slot {label} or no stream {stream_id} in this room play")
+            self.policy.pin(index, stream_id)
+        else:
+            self.policy.unpin(stream_id)
+        self.ctx.tasks.spawn(self._negotiate())
+
+    def set_page(self, offset: int, size: int) -> None:
+        """updateVideoTrackAssignmentsCommand: the slots carry members[offset:offset+size]."""
+        self.policy.set_page(offset, size)
+        self.ctx.tasks.spawn(self._negotiate())
+
+    def _send(self, event: events.DataEvent) -> None:
+        encode = self.ctx.encode_data
+        if encode is not None and self.ctx.settings().dataChannelEnabled:
+            self.send_data(encode(event))
+
+    # -- the rest of a play ---------------------------------------------------------------------
 
     async def accept_answer(self, sdp: str) -> None:
         await super().accept_answer(sdp)
@@ -289,6 +472,15 @@ class RoomPlayback(Player):
     async def _after_close(self, reason: str) -> None:
         await super()._after_close(reason)
         await self.room.maybe_idle()
+
+    def dump(self) -> dict[str, object]:
+        return {
+            "stream_id": self.stream_id,
+            "limit": self.limit,
+            "carried": dict(self._carried),
+            "slots": self.policy.dump(),
+            "offers": self.offers,
+        }
 
 
 __all__ = ["DEFAULT_DURATION", "Member", "Room", "RoomClient", "RoomPlayback"]

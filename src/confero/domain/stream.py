@@ -30,6 +30,11 @@ def track_id(kind: str, stream_id: str) -> str:
     return f"ARDAMS{'v' if kind == 'video' else 'a'}{stream_id}"
 
 
+def video_first(tracks: list[TrackInfo]) -> list[TrackInfo]:
+    """A stream's tracks in the order Ant Media offers them: video, then audio."""
+    return sorted(tracks, key=lambda t: t.kind != "video")
+
+
 class Party(Protocol):
     """The client a leg belongs to, as the leg sees it."""
 
@@ -260,8 +265,9 @@ class Playback(Player):
         if not tracks:
             raise NotFound("the stream has no media yet")
         subscriber = self._create_subscriber(f"{self.stream_id}/play")
-        for track in tracks:
-            subscriber.add_source(track.track_id, self.stream_id)
+        for track in video_first(tracks):
+            sid = self.stream_id
+            subscriber.add_source(track.track_id, sid, msid_stream=sid, msid_track=track_id(track.kind, sid))
         sdp = await subscriber.offer(data_channel=self._data_channel())
         self.client.deliver(self._offer_event(sdp))
         self._send_candidates()

@@ -522,6 +522,12 @@ def take_over_rtcp(sender: RTCRtpSender) -> None:
     sender._run_rtcp = run_rtcp  # type: ignore[method-assign]
 
 
+def set_msid(sender: RTCRtpSender, stream_id: str) -> None:
+    """The MediaStream id the sender's m-line names in `a=msid` (aiortc gives every peer
+    connection one random id). The track id is the sender's track's own (`IdleTrack(track_id=)`)."""
+    sender._stream_id = stream_id
+
+
 def sender_cname(sender: RTCRtpSender) -> str | None:
     """The CNAME aiortc gave this sender (its peer connection's), once the sender started."""
     return sender._RTCRtpSender__cname  # type: ignore[attr-defined, no-any-return]
@@ -533,9 +539,11 @@ class IdleTrack(MediaStreamTrack):
     Forwarded packets bypass the sender; it exists for its SSRC, SDP and RTCP (SR, BYE).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, track_id: str = "") -> None:
         super().__init__()
         self.kind = kind
+        if track_id:
+            self._id = track_id  # what the offer's `a=msid` names as the track
         self._never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def recv(self) -> Any:

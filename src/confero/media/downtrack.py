@@ -42,14 +42,23 @@ class DownTrack:
         self.rtx_payload_type = rtx_payload_type
         self.attached = False
         self.keyframe_requests = 0  # the player's PLIs and FIRs for this copy
+        self.switches = 0  # times the m-line changed source (switch())
+        self._extension = extension
+        self._output: Output | None = None
+        self._earlier_packets = 0  # sent by the copies of earlier sources (switch())
+        self._earlier_octets = 0
         with_rtx = rtx_payload_type is not None and rtx_ssrc is not None
+        self._rtx = (
+            rtx_ssrc if rtx_ssrc is not None and with_rtx else 0,
+            rtx_payload_type if rtx_payload_type is not None and with_rtx else -1,
+        )
         self.copy: Copy = uptrack.engine.Copy(
             ssrc,
             payload_type,
             extension,
             ring=uptrack.ring,
-            rtx_ssrc=rtx_ssrc if rtx_ssrc is not None and with_rtx else 0,
-            rtx_payload_type=rtx_payload_type if rtx_payload_type is not None and with_rtx else -1,
+            rtx_ssrc=self._rtx[0],
+            rtx_payload_type=self._rtx[1],
             next_seq=random.randrange(0x8000),
             next_ts=random.randrange(1 << 32),
             rtx_seq=random.randrange(0x8000),
@@ -67,11 +76,11 @@ class DownTrack:
 
     @property
     def packets(self) -> int:
-        return int(self.copy.packets)
+        return self._earlier_packets + int(self.copy.packets)
 
     @property
     def octets(self) -> int:
-        return int(self.copy.octets)
+        return self._earlier_octets + int(self.copy.octets)
 
     @property
     def retransmitted(self) -> int:
@@ -85,6 +94,7 @@ class DownTrack:
 
     def start(self, output: Output) -> None:
         """The subscriber's transport is up: begin forwarding from the next keyframe."""
+        self._output = output
         self.copy.set_output(output)
         if not self.attached and not self.uptrack.closed:
             self.attached = True
@@ -96,8 +106,44 @@ class DownTrack:
         if self.attached:
             self.attached = False
             self.uptrack.detach(self)
+        self._output = None
         self.copy.set_output(None)
         self.copy.clear_ring()
+
+    def switch(self, uptrack: UpTrack) -> None:
+        """Forward another UpTrack (same kind and codec) on this m-line: a new Copy that shares
+        this one's Numbering takes over at the new source's next keyframe (requested with
+        reason `join`), continuing the sequence and timestamps after the last packet sent, so
+        the player sees one stream. The old source stops at once."""
+        if uptrack is self.uptrack and self.attached:
+            return
+        old = self.copy
+        enabled = bool(old.enabled)
+        if self.attached:
+            self.attached = False
+            self.uptrack.detach(self)
+        old.set_output(None)
+        old.clear_ring()
+        sent_before = self.packets > 0
+        self._earlier_packets += int(old.packets)
+        self._earlier_octets += int(old.octets)
+        copy = uptrack.engine.Copy(
+            self.ssrc,
+            self.payload_type,
+            self._extension,
+            ring=uptrack.ring,
+            rtx_ssrc=self._rtx[0],
+            rtx_payload_type=self._rtx[1],
+            numbering=old.numbering,
+        )
+        if sent_before:
+            copy.resync(3000 if self.kind == "video" else 960)
+        copy.enabled = enabled
+        self.copy = copy
+        self.uptrack = uptrack
+        self.switches += 1
+        if self._output is not None:
+            self.start(self._output)
 
     def source_closed(self) -> None:
         """The publisher went away (its UpTrack dropped every copy): let go of its ring."""
@@ -148,5 +194,6 @@ class DownTrack:
             "packets": self.packets,
             "retransmitted": self.retransmitted,
             "keyframeRequests": self.keyframe_requests,
+            "switches": self.switches,
             "sendErrors": self.send_errors,
         }

@@ -27,11 +27,18 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from confero.media.aiortc_hooks import TransportTap, dtls_transports, never_decode, payload_types, restrict_codecs
+from confero.media.aiortc_hooks import (
+    TransportTap,
+    dtls_transports,
+    negotiated,
+    never_decode,
+    payload_types,
+    restrict_codecs,
+)
 from confero.media.peer import OnClosed, OnConnected, OnData, Peer, PeerConfig
 from confero.media.rtp import U32, payload_offset, unwrap_rtx
-from confero.media.types import CodecMismatch, NoMedia, SdpError, TrackInfo, TrackStats
-from confero.media.uptrack import TrackRegistry, UpTrack
+from confero.media.types import CodecMismatch, NoMedia, SdpError, TrackInfo, TrackLevel, TrackStats
+from confero.media.uptrack import AUDIO_LEVEL_URI, TrackRegistry, UpTrack
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +94,10 @@ class Publisher(Peer):
     def stats(self) -> list[TrackStats]:
         return [u.stats() for u in self.uptracks]
 
+    def levels(self) -> list[TrackLevel]:
+        """Each audio track's loudest level since the last call (RFC 6464; 127 when silent)."""
+        return [TrackLevel(u.track_id, u.sample_level()) for u in self.uptracks if u.kind == "audio"]
+
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer; returns the answer SDP. Raises SdpError, NoMedia, CodecMismatch."""
         if self.closed:
@@ -134,6 +145,9 @@ class Publisher(Peer):
                 send_pli=self._send_pli,
                 send_nack=self._send_nack,
                 engine=self.config.engine,
+            )
+            uptrack.audio_level_id = (
+                negotiated(transceiver).extensions.get(AUDIO_LEVEL_URI, 0) if kind == "audio" else 0
             )
             self.uptracks.append(uptrack)
             self._by_pt[payload_type] = (uptrack, False)

@@ -32,6 +32,7 @@ from confero.media.aiortc_hooks import (
     negotiated,
     sender_cname,
     sender_ssrcs,
+    set_msid,
     take_over_rtcp,
 )
 from confero.media.downtrack import DownTrack
@@ -75,6 +76,16 @@ def rejected_mids(sdp: str) -> set[str]:
 
 
 @dataclass
+class Source:
+    """A source added since the last offer: the track, its label and its `a=msid` names."""
+
+    uptrack: UpTrack
+    label: str
+    msid_stream: str = ""
+    msid_track: str = ""
+
+
+@dataclass
 class Slot:
     """One offered m-line: its transceiver, the UpTrack it carries and the caller's label."""
 
@@ -103,7 +114,7 @@ class Subscriber(Peer):
     ) -> None:
         super().__init__(config, name, on_connected=on_connected, on_closed=on_closed, on_data=on_data)
         self._registry = registry
-        self._sources: list[tuple[UpTrack, str]] = []  # added since the last offer
+        self._sources: list[Source] = []  # added since the last offer
         self._slots: list[Slot] = []
         self.downtracks: list[DownTrack] = []
         self._next_report = 0.0
@@ -113,18 +124,44 @@ class Subscriber(Peer):
 
     # -- sources ---------------------------------------------------------------------------
 
-    def add_source(self, track_id: str, label: str) -> None:
+    def add_source(self, track_id: str, label: str, *, msid_stream: str = "", msid_track: str = "") -> None:
         """Forward a live published track under `label`, from the next offer (once, however often
-        it is added). Raises UnknownTrack."""
+        it is added). `msid_stream`/`msid_track` are the ids its m-line's `a=msid` gives (random
+        when empty). Raises UnknownTrack."""
         uptrack = self._registry.get(track_id)
         offered = any(s.uptrack is uptrack and s.label == label and s.active for s in self._slots)
-        if not offered and (uptrack, label) not in self._sources:
-            self._sources.append((uptrack, label))
+        if not offered and not any(s.uptrack is uptrack and s.label == label for s in self._sources):
+            self._sources.append(Source(uptrack, label, msid_stream, msid_track))
+
+    def switch_source(self, label: str, track_id: str) -> bool:
+        """Carry another published track on the m-line(s) of `label` without renegotiating: the
+        copy continues the m-line's numbering from the new source's first keyframe (requested
+        now). False when no m-line of the track's kind has this label, or the codec differs.
+        Raises UnknownTrack."""
+        uptrack = self._registry.get(track_id)
+        switched = False
+        same_codec = uptrack.codec.mimeType.lower()
+        for source in self._sources:
+            if source.label == label and source.uptrack.codec.mimeType.lower() == same_codec:
+                source.uptrack = uptrack  # same label and codec: same kind
+                switched = True
+        for slot in self._slots:
+            if slot.label != label or not slot.active or slot.uptrack.kind != uptrack.kind:
+                continue
+            if slot.uptrack.codec.mimeType.lower() != same_codec:
+                continue
+            switched = True
+            if slot.uptrack is uptrack and slot.downtrack is not None and slot.downtrack.attached:
+                continue
+            slot.uptrack = uptrack
+            if slot.downtrack is not None:
+                slot.downtrack.switch(uptrack)
+        return switched
 
     def remove_source(self, label: str) -> bool:
         """Stop forwarding every source with `label`; their m-lines go inactive on the next offer."""
         removed = False
-        kept = [(u, lab) for u, lab in self._sources if lab != label]
+        kept = [s for s in self._sources if s.label != label]
         if len(kept) != len(self._sources):
             self._sources = kept
             removed = True
@@ -142,7 +179,7 @@ class Subscriber(Peer):
 
     def labels(self) -> set[str]:
         """Labels of the sources being forwarded, or to be offered next."""
-        return {s.label for s in self._slots if s.active} | {label for _, label in self._sources}
+        return {s.label for s in self._slots if s.active} | {s.label for s in self._sources}
 
     def slots(self) -> list[SlotInfo]:
         """Every m-line offered so far, in order (removed ones too, as they stay in the SDP)."""
@@ -174,13 +211,17 @@ class Subscriber(Peer):
         if self.closed:
             raise SdpError("the subscriber is closed", side="local")
         sources, self._sources = self._sources, []
-        for uptrack, label in sources:
+        for source in sources:
+            uptrack = source.uptrack
             if uptrack.closed:
                 continue
-            transceiver = self.pc.addTransceiver(IdleTrack(uptrack.kind), direction="sendonly")
+            track = IdleTrack(uptrack.kind, source.msid_track)
+            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            if source.msid_stream:
+                set_msid(transceiver.sender, source.msid_stream)
             take_over_rtcp(transceiver.sender)  # tick() sends the SRs, all in one packet
             transceiver.setCodecPreferences(codec_preferences(uptrack))
-            self._slots.append(Slot(transceiver, uptrack, label))
+            self._slots.append(Slot(transceiver, uptrack, source.label))
         if data_channel is not None and self.data_channel is None:
             self.attach_channel(self.pc.createDataChannel(data_channel))
         try:

@@ -80,6 +80,15 @@ class TrackStats:
 
 
 @dataclass(frozen=True)
+class TrackLevel:
+    """The loudest RFC 6464 audio level of one published audio track since the last sample:
+    -dBov, 0 (loudest) .. 127 (silence, also when the track sent no level)."""
+
+    track_id: str
+    level: int
+
+
+@dataclass(frozen=True)
 class SlotInfo:
     """One m-line a subscriber offered: its mid, the kind, and the caller's label."""
 
@@ -97,6 +106,7 @@ __all__ = [
     "SdpError",
     "SlotInfo",
     "TrackInfo",
+    "TrackLevel",
     "TrackStats",
     "UnknownTrack",
 ]

@@ -28,6 +28,7 @@ from confero.media.types import TrackInfo, TrackStats, UnknownTrack
 if TYPE_CHECKING:
     from confero.media.downtrack import DownTrack
 
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"  # RFC 6464
 NTP_EPOCH_OFFSET = 2208988800
 NACK_MAX_AGE = 1.0
 NACK_MAX_TRIES = 3
@@ -90,6 +91,11 @@ class UpTrack:
         # publisher clock: (wallclock seconds, ntp, rtp) of the last SR, or of the first packet
         self.clock_ref: tuple[float, int, int] | None = None
         self.has_sender_report = False
+        # RFC 6464 audio level: the negotiated id of urn:ietf:params:rtp-hdrext:ssrc-audio-level
+        # (0: not negotiated), and the loudest level (-dBov, 0 loudest .. 127 silence) since the
+        # last sample_level()
+        self.audio_level_id = 0
+        self.loudest = 127
 
     # -- hot path ------------------------------------------------------------------------
 
@@ -126,6 +132,8 @@ class UpTrack:
                 self.recovered += 1
         self.packets += 1
         self.octets += len(data) - offset
+        if self.audio_level_id and b0 & 0x10:
+            self._read_level(data, 12 + 4 * (b0 & 0x0F), offset)
         keyframe = False
         if self.pending:
             detector = self._is_keyframe
@@ -136,6 +144,34 @@ class UpTrack:
             started = self._fanout(self.copies, data, offset, keyframe, self.ring)
             if started is not None:
                 self.pending -= len(started)
+
+    def _read_level(self, data: bytes, start: int, end: int) -> None:
+        """The RFC 6464 level in the one-byte extension block at `start` (RFC 8285), if any:
+        walks the few elements, keeps the loudest. No objects (ints up to 255 are cached)."""
+        if data[start] != 0xBE or data[start + 1] != 0xDE:
+            return
+        want = self.audio_level_id
+        i = start + 4
+        while i < end:
+            b = data[i]
+            if b == 0:  # padding
+                i += 1
+                continue
+            ext_id = b >> 4
+            if ext_id == 15:
+                return
+            if ext_id == want:
+                if i + 1 < end:
+                    level = data[i + 1] & 0x7F
+                    if level < self.loudest:
+                        self.loudest = level
+                return
+            i += 2 + (b & 0x0F)
+
+    def sample_level(self) -> int:
+        """The loudest audio level since the last call (127, silence, when no packet said)."""
+        level, self.loudest = self.loudest, 127
+        return level
 
     def _gap(self, max_seq: int, delta: int) -> None:
         now = time.monotonic()
@@ -296,6 +332,7 @@ class UpTrack:
             "packets": self.packets,
             "octets": self.octets,
             "keyframes": self.keyframes,
+            "audioLevelId": self.audio_level_id,
             "missing": len(self.missing),
             "recovered": self.recovered,
             "downtracks": len(self.downtracks),

@@ -135,6 +135,15 @@ async def handle(client: Client, settings: AppSettings, send: Send, command: m.C
             client.leave_call(command.stream_id)
         case m.PeerMessageCommand():
             client.relay(command.stream_id, frame)
+        # -- video slots of a room play (the replies go on its data channel) --
+        case m.SetMaxVideoTrackCount():
+            client.set_max_video_tracks(command.stream_id, command.max_track_count)
+        case m.GetVideoTrackAssignments():
+            client.video_track_assignments(command.stream_id)
+        case m.AssignVideoTrack():
+            client.assign_video_track(command.stream_id, command.video_track_id, command.enabled)
+        case m.UpdateVideoTrackAssignments():
+            client.update_video_track_assignments(command.stream_id, command.offset, command.size)
         case _:
             raise TypeError(f"no handler for {type(command).__name__}")
 

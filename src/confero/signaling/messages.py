@@ -112,6 +112,27 @@ class PeerMessageCommand(Command):
     data: Any = None
 
 
+# -- video slots of a room play (maxVideoTrackCount) --
+
+
+class SetMaxVideoTrackCount(Command):
+    max_track_count: int = -1
+
+
+class GetVideoTrackAssignments(Command):
+    pass
+
+
+class AssignVideoTrack(Command):
+    video_track_id: str = ""  # the slot's label (the SDK's name for it)
+    enabled: bool = True
+
+
+class UpdateVideoTrackAssignments(Command):
+    offset: int = 0
+    size: int = 0
+
+
 COMMANDS: dict[str, type[Command]] = {
     "ping": Ping,
     "getIceServerConfig": GetIceServerConfig,
@@ -129,6 +150,10 @@ COMMANDS: dict[str, type[Command]] = {
     "join": Join,
     "leave": Leave,
     "peerMessageCommand": PeerMessageCommand,
+    "setMaxVideoTrackCountCommand": SetMaxVideoTrackCount,
+    "getVideoTrackAssignmentsCommand": GetVideoTrackAssignments,
+    "assignVideoTrackCommand": AssignVideoTrack,
+    "updateVideoTrackAssignmentsCommand": UpdateVideoTrackAssignments,
 }
 
 #: Commands that need no streamId (everything else is refused without one).
@@ -290,3 +315,8 @@ def encode(message: Message | Raw) -> str:
     if isinstance(message, Raw):
         return message.text
     return _encoder.encode(message).decode()
+
+
+def data_event(stream_id: str, event_type: str, **fields: object) -> str:
+    """A server event for a data channel: {"streamId", "eventType", ...fields} as JSON text."""
+    return _encoder.encode({"streamId": stream_id, "eventType": event_type, **fields}).decode()

@@ -123,3 +123,22 @@ def event_message(event: events.Event) -> m.Message | m.Raw:
 
 def left_room(room: str, stream_id: str) -> m.Notification:
     return m.Notification(definition="leavedFromRoom", stream_id=stream_id, room=room, room_name=room)
+
+
+# -- the server's data-channel events (room plays) -----------------------------------------------
+
+
+def data_message(event: events.DataEvent) -> str:
+    """A server event on a room play's data channel, as Ant Media writes it (JSON text)."""
+    match event:
+        case events.VideoAssignments(stream_id, assignments):
+            payload: list[dict[str, object]] = [
+                {"videoLabel": a.label, "trackId": a.stream_id, "reserved": a.reserved} for a in assignments
+            ]
+            return m.data_event(stream_id, "VIDEO_TRACK_ASSIGNMENT_LIST", payload=payload)
+        case events.TrackListUpdated(stream_id):
+            return m.data_event(stream_id, "TRACK_LIST_UPDATED")
+        case events.AudioLevels(stream_id, levels):
+            talkers: list[dict[str, object]] = [{"trackId": s, "audioLevel": level} for s, level in levels]
+            # Circle reads `payload`, the SDK's conference-room.html sample `assignments`
+            return m.data_event(stream_id, "AUDIO_TRACK_ASSIGNMENT", payload=talkers, assignments=talkers)
