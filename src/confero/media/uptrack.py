@@ -22,7 +22,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from confero.media.fanout import Engine, select
 from confero.media.keyframes import KeyframeRequester
-from confero.media.rtp import U32, keyframe_detector
+from confero.media.rtp import U32, keyframe_detector, resolution_reader
 from confero.media.types import TrackInfo, TrackStats, UnknownTrack
 
 if TYPE_CHECKING:
@@ -73,6 +73,11 @@ class UpTrack:
         self.pending = 0  # attached, enabled copies waiting for a keyframe
         self.requester = KeyframeRequester(lambda: send_pli(self)) if kind == "video" else None
         self._is_keyframe = keyframe_detector(codec.mimeType)
+        # picture size, read from keyframes only: the first one, then those copies wait for
+        self._read_size = resolution_reader(codec.mimeType) if kind == "video" else None
+        self._sizing = self._read_size is not None  # keyframes are detected until the first size
+        self.width = 0
+        self.height = 0
         self._send_nack = send_nack if nack else None
         # receive statistics (RFC 3550 A.3)
         self.packets = 0
@@ -127,15 +132,26 @@ class UpTrack:
         self.packets += 1
         self.octets += len(data) - offset
         keyframe = False
-        if self.pending:
+        if self.pending or self._sizing:
             detector = self._is_keyframe
             keyframe = detector is None or detector(data[offset:])
             if keyframe:
                 self.keyframes += 1
+                if self._read_size is not None:
+                    self._size(data[offset:])
         if self.copies:
             started = self._fanout(self.copies, data, offset, keyframe, self.ring)
             if started is not None:
                 self.pending -= len(started)
+
+    def _size(self, payload: bytes) -> None:
+        """A keyframe packet: take the picture size if it carries it (VP8's first packet, an
+        H.264 SPS). Detection for the size alone ends at the first keyframe either way."""
+        assert self._read_size is not None
+        self._sizing = False
+        size = self._read_size(payload)
+        if size is not None:
+            self.width, self.height = size
 
     def _gap(self, max_seq: int, delta: int) -> None:
         now = time.monotonic()
@@ -198,6 +214,7 @@ class UpTrack:
         self.missing.clear()
         self.clock_ref = None
         self.has_sender_report = False
+        self._sizing = self._read_size is not None  # the new source's first keyframe tells its size
         if self.ring is not None:
             self.ring.clear()  # the old source's sequence numbers mean nothing now
         if self.requester is not None:
@@ -265,7 +282,7 @@ class UpTrack:
     # -- values, lifecycle -------------------------------------------------------------------
 
     def info(self) -> TrackInfo:
-        return TrackInfo(self.track_id, self.kind, self.codec.mimeType)
+        return TrackInfo(self.track_id, self.kind, self.codec.mimeType, self.width, self.height)
 
     def stats(self) -> TrackStats:
         return TrackStats(
@@ -276,6 +293,8 @@ class UpTrack:
             octets=self.octets,
             keyframes=self.keyframes,
             keyframe_requests=self.requester.sent if self.requester is not None else 0,
+            width=self.width,
+            height=self.height,
         )
 
     def close(self) -> None:
@@ -296,6 +315,7 @@ class UpTrack:
             "packets": self.packets,
             "octets": self.octets,
             "keyframes": self.keyframes,
+            "size": [self.width, self.height],
             "missing": len(self.missing),
             "recovered": self.recovered,
             "downtracks": len(self.downtracks),
