@@ -15,9 +15,9 @@ from confero.domain.client import Client
 from confero.settings import Settings
 from confero.signaling import handlers, wire
 from confero.signaling import messages as m
+from confero.store import MemoryStore
 from tests.fast.fakemedia import FakeMedia, FakeSink
 from tests.fast.test_domain import APP, World, until
-from confero.store import MemoryStore
 
 
 @pytest.fixture
