@@ -1,7 +1,7 @@
 """Composition root: builds the store, media Router, Applications and the HTTP app; runs them.
 
 Start-up order: store, router, applications, HTTP. Shut-down runs the other way: every client
-is told its streams ended (`publish_finished` / `play_finished`), then peers close, then the
+is told the server will stop (`server_will_stop`, on which the SDK reconnects), then its streams ended (`publish_finished` / `play_finished`), then peers close, then the
 HTTP server, then the store is flushed. `Server` changes no process-wide state; `serve()`, the
 process's entry, installs the media hooks and tunes the garbage collector.
 """
@@ -117,6 +117,8 @@ class Server:
         if self.closed:
             return
         self.closed = True
+        for application in self.applications.values():
+            application.stopping()  # `server_will_stop` to every client, before any stream ends
         await asyncio.gather(*(s.close() for s in list(self.sessions)), return_exceptions=True)
         await asyncio.gather(*(s.close() for s in list(self.circle_sessions)), return_exceptions=True)
         await asyncio.gather(*(a.close() for a in self.applications.values()), return_exceptions=True)

@@ -82,6 +82,10 @@ class FakePeer:
         self._on_data(data)
 
 
+#: The picture size a fake video track reports.
+SIZES = {"video": (640, 480)}
+
+
 class FakePublisher(FakePeer):
     role = "publisher"
 
@@ -96,6 +100,8 @@ class FakePublisher(FakePeer):
             raise SdpError("cannot parse the offer")
         if offer_sdp == "h264":
             raise CodecMismatch("no video codec in common")
+        if offer_sdp == "data":  # the SDK's onlyDataChannel publish: no media, a data channel
+            return f"answer for {self.name}"
         n = len(self.plane.tracks)
         for kind, codec in (("video", "video/VP8"), ("audio", "audio/opus")):
             track = TrackInfo(f"{self.name}/{kind}/{n}", kind, codec)
@@ -107,7 +113,10 @@ class FakePublisher(FakePeer):
         return list(self._tracks)
 
     def stats(self) -> list[TrackStats]:
-        return [TrackStats(t.track_id, t.kind, t.codec, 10, self.octets[t.kind], 1, 0) for t in self._tracks]
+        return [
+            TrackStats(t.track_id, t.kind, t.codec, 10, self.octets[t.kind], 1, 0, *SIZES.get(t.kind, (0, 0)))
+            for t in self._tracks
+        ]
 
     def levels(self) -> list[TrackLevel]:
         return [TrackLevel(t.track_id, self.level) for t in self._tracks if t.kind == "audio"]
@@ -192,13 +201,22 @@ class FakeSubscriber(FakePeer):
             raise CodecMismatch("the player does not accept video/VP8")
         self.negotiating = False
 
-    def set_enabled(self, label: str, enabled: bool) -> bool:
+    def set_enabled(self, label: str, enabled: bool, kind: str | None = None) -> bool:
         found = False
         for source in self.sources:
+            if kind is not None and source.track.kind != kind:
+                continue
             if source.label == label and source.active:
                 source.enabled = enabled
                 found = True
         return found
+
+    def stats(self) -> list[TrackStats]:
+        return [
+            TrackStats(s.track.track_id, s.track.kind, s.track.codec, 5 if s.enabled else 0, 0, 0, 0)
+            for s in self.sources
+            if s.active
+        ]
 
 
 class FakeMedia:

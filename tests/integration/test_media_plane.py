@@ -428,15 +428,21 @@ async def test_typed_failures(router: Router) -> None:
         await publisher.answer("v=0\r\n")
     await publisher.close()
 
-    # an offer without audio or video
+    # an offer with a data channel alone is a publish without tracks (the SDK's onlyDataChannel)
     client = new_peer_connection()
     client.createDataChannel("chat")
     await client.setLocalDescription(await client.createOffer())
     publisher = router.create_publisher("data-only", **owner.callbacks())
-    with pytest.raises(NoMedia):
-        await publisher.answer(client.localDescription.sdp)
+    answer = await publisher.answer(client.localDescription.sdp)
+    assert "m=application" in answer and publisher.tracks() == []
     await publisher.close()
     await client.close()
+
+    # an offer with neither media nor a data channel
+    publisher = router.create_publisher("empty", **owner.callbacks())
+    with pytest.raises(NoMedia):
+        await publisher.answer("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n")
+    await publisher.close()
 
     # no video codec in common: the router takes VP8 only, the client offers H264 only
     router.codecs = ("video/VP8", "audio/opus")
@@ -491,7 +497,7 @@ async def test_typed_failures(router: Router) -> None:
         await subscriber.accept_answer("v=0\r\n")
     assert subscriber.labels() == set() and subscriber.slots() == []
     await subscriber.close()
-    assert owner.closed == ["closed"] * 5
+    assert owner.closed == ["closed"] * 6
     assert router.dump() == EMPTY
 
 

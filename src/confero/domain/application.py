@@ -126,12 +126,22 @@ class Application:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def stopping(self) -> None:
+        """The server will stop: new publishes are refused, and every connected client is told
+        (`ServerWillStop`), before any of its streams ends. Idempotent."""
+        if self.streams.closed:
+            return
+        self.streams.closed = True
+        for client in list(self.clients.values()):
+            client.deliver(events.ServerWillStop())
+
     async def close(self) -> None:
-        """Idempotent, downwards: clients, streams (players and publishers are told), rooms, tasks."""
+        """Idempotent, downwards: clients are told the server stops, then clients, streams
+        (players and publishers are told), rooms, tasks."""
         if self.closed:
             return
         self.closed = True
-        self.streams.closed = True
+        self.stopping()
         for client in list(self.clients.values()):
             try:
                 await client.close()

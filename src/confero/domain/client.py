@@ -18,10 +18,10 @@ from confero.domain import events
 from confero.domain.access import Access
 from confero.domain.calls import PeerCalls
 from confero.domain.ids import check_stream_id, new_stream_id
-from confero.domain.results import JoinResult, StreamInfo, StreamSummary
+from confero.domain.results import DebugInfo, JoinResult, StreamInfo, StreamSummary, SubscriberInfo
 from confero.domain.room import Member, RoomPlayback
 from confero.domain.rooms import Rooms
-from confero.domain.stream import Leg, Player, Publication
+from confero.domain.stream import Leg, Playback, Player, Publication
 from confero.domain.streams import Streams
 from confero.errors import AlreadyPlaying, AlreadyPublishing, InUse, NoPeer, NoRoomGiven, NotFound, OutOfOrder
 from confero.media.types import MediaError
@@ -118,6 +118,8 @@ class Client:
         track_list: list[str] | None = None,
         own_stream_id: str = "",
         token: str | None = None,
+        subscriber_id: str = "",
+        subscriber_name: str = "",
     ) -> None:
         self._refuse_if_in_use(stream_id)
         leg = await self.streams.play(
@@ -128,6 +130,7 @@ class Client:
             own_stream_id=own_stream_id or self.memberships.get(stream_id, ""),
             token=token,
         )
+        leg.subscriber_id, leg.subscriber_name = subscriber_id, subscriber_name
         if not leg.closed:
             self.legs[stream_id] = leg
 
@@ -256,6 +259,50 @@ class Client:
         if isinstance(leg, RoomPlayback):
             return leg.track_ids()
         return [s.stream_id for s in self.rooms.summaries(stream_id)]
+
+    # -- signal: per-player track switches, subscribers, debug info ------------------------------
+
+    def toggle_track(self, stream_id: str, track: str, kind: str, enabled: bool) -> None:
+        """Stop or resume sending this client `kind` of `track` on its play of `stream_id`
+        (`track` is the stream id itself for a single play, a member for a room play)."""
+        leg = self.legs.get(stream_id)
+        if not isinstance(leg, Player):
+            raise NotFound(f"no play of {stream_id} on this connection")
+        label = track or stream_id
+        for prefix in TRACK_PREFIXES:
+            if label.startswith(prefix):
+                label = label[len(prefix) :]
+        if isinstance(leg, Playback) and label != stream_id:
+            raise NotFound(f"no track {track} in the play of {stream_id}")
+        if isinstance(leg, RoomPlayback) and label == stream_id:  # the room itself: every member
+            labels = leg.subscriber.labels() if leg.subscriber is not None else set()
+            if not any([leg.set_track_enabled(lab, enabled, kind) for lab in sorted(labels)]):
+                raise NotFound(f"no {kind} in the play of {stream_id}")
+            return
+        if not leg.set_track_enabled(label, enabled, kind):
+            raise NotFound(f"no {kind} track {track} in the play of {stream_id}")
+
+    def subscribers(self, stream_id: str) -> list[SubscriberInfo]:
+        """The current players of a live stream or room (none for anything else)."""
+        stream = self.streams.live.get(stream_id)
+        if stream is not None:
+            return stream.subscribers()
+        room = self.rooms.get(stream_id)
+        if room is None:
+            return []
+        return sorted((p.subscriber_info() for p in room.playbacks), key=lambda s: s.subscriber_id)
+
+    def debug_info(self, stream_id: str) -> DebugInfo:
+        """A live stream's publisher and players, or a room's member streams and room plays."""
+        stream = self.streams.live.get(stream_id)
+        if stream is not None:
+            return DebugInfo(stream_id, "stream", stream.info(), tuple(stream.leg_stats()))
+        room = self.rooms.get(stream_id)
+        if room is None:
+            return DebugInfo(stream_id, "none")
+        legs = [leg for s in room.live_streams() for leg in s.leg_stats()]
+        legs += sorted((p.leg_stats() for p in room.playbacks), key=lambda leg: leg.client_id)
+        return DebugInfo(stream_id, "room", None, tuple(legs))
 
     # -- 1-1 calls -------------------------------------------------------------------------------
 

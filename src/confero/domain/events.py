@@ -135,6 +135,11 @@ class DataTooLarge:
     limit: int
 
 
+@dataclass(frozen=True)
+class ServerWillStop:
+    """The server is shutting down: this client's streams end next (the SDK reconnects on it)."""
+
+
 Event = (
     PublishStarted
     | PublishFinished
@@ -154,6 +159,7 @@ Event = (
     | PeerLeft
     | Relay
     | DataTooLarge
+    | ServerWillStop
 )
 
 

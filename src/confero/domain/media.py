@@ -93,8 +93,13 @@ class MediaSubscriber(MediaPeer, Protocol):
         """Apply the client's answer. Raises SdpError, CodecMismatch."""
         ...
 
-    def set_enabled(self, label: str, enabled: bool) -> bool:
-        """Pause or resume the sources with `label` without renegotiating; False if none."""
+    def set_enabled(self, label: str, enabled: bool, kind: str | None = None) -> bool:
+        """Pause or resume the sources with `label` (of `kind` only, if given) without
+        renegotiating; False if none."""
+        ...
+
+    def stats(self) -> list[TrackStats]:
+        """Send counters of each forwarded copy (`track_id` is its source's)."""
         ...
 
 

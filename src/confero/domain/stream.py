@@ -18,7 +18,7 @@ from typing import Protocol
 from confero.domain import events, observer
 from confero.domain.context import Context
 from confero.domain.media import MediaPeer, MediaPublisher, MediaSubscriber, TrackInfo
-from confero.domain.results import StreamInfo
+from confero.domain.results import LegStats, StreamInfo, SubscriberInfo
 from confero.errors import NotFound, OutOfOrder
 from confero.store import StreamRecord
 
@@ -195,6 +195,10 @@ class Publication(Leg):
     def _on_timed_out(self) -> None:
         self.ctx.observers.emit(observer.PublishTimedOut(self.ctx.app, self.stream_id, self.stream.room))
 
+    def leg_stats(self) -> LegStats:
+        stats = self.publisher.stats() if self.publisher is not None else []
+        return LegStats(self.client.client_id, "publish", self.started and not self.closed, tuple(stats))
+
     def _on_started(self) -> None:
         self.stream.publication_started()
         self.client.deliver(events.PublishStarted(self.stream_id, self.stream.room))
@@ -216,6 +220,25 @@ class Player(Leg):
     def __init__(self, ctx: Context, client: Party, stream_id: str) -> None:
         super().__init__(ctx, client, stream_id)
         self.subscriber: MediaSubscriber | None = None
+        self.subscriber_id = ""  # as the play command named its player (TOTP fields), if it did
+        self.subscriber_name = ""
+
+    def set_track_enabled(self, label: str, enabled: bool, kind: str | None = None) -> bool:
+        """Pause or resume what this play forwards of source `label` (one kind, or all)."""
+        return self.subscriber is not None and self.subscriber.set_enabled(label, enabled, kind)
+
+    def subscriber_info(self) -> SubscriberInfo:
+        return SubscriberInfo(
+            subscriber_id=self.subscriber_id or self.client.client_id,
+            stream_id=self.stream_id,
+            name=self.subscriber_name,
+            connected=self.started and not self.closed,
+        )
+
+    def leg_stats(self) -> LegStats:
+        stats = self.subscriber.stats() if self.subscriber is not None else []
+        direction = "room play" if self.room_play else "play"
+        return LegStats(self.client.client_id, direction, self.started and not self.closed, tuple(stats))
 
     def _create_subscriber(self, name: str) -> MediaSubscriber:
         self.subscriber = self.ctx.media.create_subscriber(
@@ -262,8 +285,9 @@ class Playback(Player):
 
     async def offer(self) -> None:
         tracks = self.stream.tracks()
-        if not tracks:
-            raise NotFound("the stream has no media yet")
+        if not tracks and self._data_channel() is None:
+            # A data-only stream (the SDK's onlyDataChannel) is played on its data channel alone.
+            raise NotFound("the stream has no media and data channels are disabled")
         subscriber = self._create_subscriber(f"{self.stream_id}/play")
         for track in video_first(tracks):
             sid = self.stream_id
@@ -366,7 +390,18 @@ class Stream:
             audio_codec=audio.codec.split("/")[1] if audio else "",
             video_bitrate=int(video.octets * 8 / elapsed) if video and elapsed else 0,
             audio_bitrate=int(audio.octets * 8 / elapsed) if audio and elapsed else 0,
+            width=video.width if video else 0,
+            height=video.height if video else 0,
         )
+
+    def subscribers(self) -> list[SubscriberInfo]:
+        """The stream's current players, by subscriber id."""
+        return sorted((p.subscriber_info() for p in self.playbacks), key=lambda s: s.subscriber_id)
+
+    def leg_stats(self) -> list[LegStats]:
+        """Its publisher's receive counters, then each player's send counters."""
+        legs = [self.publication.leg_stats()] if self.publication is not None else []
+        return legs + sorted((p.leg_stats() for p in self.playbacks), key=lambda leg: leg.client_id)
 
     def dump(self) -> dict[str, object]:
         return {

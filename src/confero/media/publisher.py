@@ -153,8 +153,9 @@ class Publisher(Peer):
             self._by_pt[payload_type] = (uptrack, False)
             if rtx is not None:
                 self._by_pt[rtx] = (uptrack, True)
-        if not self.uptracks:
-            raise NoMedia("the offer has no audio or video track")
+        if not self.uptracks and self.pc.sctp is None:
+            # A data channel alone is a publish too (the SDK's onlyDataChannel): no tracks.
+            raise NoMedia("the offer has no audio, video or data channel")
         for dtls in dtls_transports(self.pc):
             self._taps.append(TransportTap(dtls, on_rtp=self._on_rtp, on_rtcp=self._on_rtcp))
         try:

@@ -38,7 +38,7 @@ from confero.media.aiortc_hooks import (
 from confero.media.downtrack import DownTrack
 from confero.media.peer import OnClosed, OnConnected, OnData, Peer, PeerConfig
 from confero.media.rtp import U32, mid_extension, sdes_cname, sender_report
-from confero.media.types import CodecMismatch, SdpError, SlotInfo
+from confero.media.types import CodecMismatch, SdpError, SlotInfo, TrackStats
 from confero.media.uptrack import TrackRegistry, UpTrack
 
 logger = logging.getLogger(__name__)
@@ -185,11 +185,13 @@ class Subscriber(Peer):
         """Every m-line offered so far, in order (removed ones too, as they stay in the SDP)."""
         return [SlotInfo(s.transceiver.mid or "", s.uptrack.kind, s.label) for s in self._slots]
 
-    def set_enabled(self, label: str, enabled: bool) -> bool:
-        """Pause or resume forwarding of the sources with `label` without renegotiating;
-        False if none is forwarded (a resumed copy restarts at the next keyframe)."""
+    def set_enabled(self, label: str, enabled: bool, kind: str | None = None) -> bool:
+        """Pause or resume forwarding of the sources with `label` (of `kind` only, if given)
+        without renegotiating; False if none is forwarded (a resumed copy restarts at the next keyframe)."""
         found = False
         for slot in self._slots:
+            if kind is not None and slot.uptrack.kind != kind:
+                continue
             if slot.label == label and slot.active and slot.downtrack is not None:
                 found = True
                 slot.downtrack.set_enabled(enabled)
@@ -326,6 +328,23 @@ class Subscriber(Peer):
             if self._cname:
                 packet += sdes_cname(group[0][0], self._cname)
             self._tap.send_rtcp(packet)
+
+    def stats(self) -> list[TrackStats]:
+        """Send counters of each forwarded copy (`track_id` is its source's)."""
+        return [
+            TrackStats(
+                track_id=d.uptrack.track_id,
+                kind=d.kind,
+                codec=d.uptrack.codec.mimeType,
+                packets=d.packets,
+                octets=d.octets,
+                keyframes=0,
+                keyframe_requests=d.keyframe_requests,
+                width=d.uptrack.width,
+                height=d.uptrack.height,
+            )
+            for d in self.downtracks
+        ]
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ class SdpError(MediaError):
 
 
 class NoMedia(SdpError):
-    """The client's offer has no audio or video section the server can take."""
+    """The client's offer has no audio, video or data channel section the server can take."""
 
 
 class CodecMismatch(MediaError):
@@ -64,6 +64,8 @@ class TrackInfo:
     track_id: str
     kind: str  # "audio" | "video"
     codec: str  # MIME type as negotiated, e.g. "video/VP8"
+    width: int = 0  # video: the picture size of the last keyframe read (0 before one)
+    height: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class TrackStats:
     octets: int
     keyframes: int
     keyframe_requests: int
+    width: int = 0  # video: as in TrackInfo
+    height: int = 0
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from confero.media.fanout import Engine, select
 from confero.media.keyframes import KeyframeRequester
-from confero.media.rtp import U32, keyframe_detector
+from confero.media.rtp import U32, keyframe_detector, resolution_reader
 from confero.media.types import TrackInfo, TrackStats, UnknownTrack
 
 if TYPE_CHECKING:
@@ -74,6 +74,11 @@ class UpTrack:
         self.pending = 0  # attached, enabled copies waiting for a keyframe
         self.requester = KeyframeRequester(lambda: send_pli(self)) if kind == "video" else None
         self._is_keyframe = keyframe_detector(codec.mimeType)
+        # picture size, read from keyframes only: the first one, then those copies wait for
+        self._read_size = resolution_reader(codec.mimeType) if kind == "video" else None
+        self._sizing = self._read_size is not None  # keyframes are detected until the first size
+        self.width = 0
+        self.height = 0
         self._send_nack = send_nack if nack else None
         # receive statistics (RFC 3550 A.3)
         self.packets = 0
@@ -135,11 +140,13 @@ class UpTrack:
         if self.audio_level_id and b0 & 0x10:
             self._read_level(data, 12 + 4 * (b0 & 0x0F), offset)
         keyframe = False
-        if self.pending:
+        if self.pending or self._sizing:
             detector = self._is_keyframe
             keyframe = detector is None or detector(data[offset:])
             if keyframe:
                 self.keyframes += 1
+                if self._read_size is not None:
+                    self._size(data[offset:])
         if self.copies:
             started = self._fanout(self.copies, data, offset, keyframe, self.ring)
             if started is not None:
@@ -172,6 +179,15 @@ class UpTrack:
         """The loudest audio level since the last call (127, silence, when no packet said)."""
         level, self.loudest = self.loudest, 127
         return level
+
+    def _size(self, payload: bytes) -> None:
+        """A keyframe packet: take the picture size if it carries it (VP8's first packet, an
+        H.264 SPS). Detection for the size alone ends at the first keyframe either way."""
+        assert self._read_size is not None
+        self._sizing = False
+        size = self._read_size(payload)
+        if size is not None:
+            self.width, self.height = size
 
     def _gap(self, max_seq: int, delta: int) -> None:
         now = time.monotonic()
@@ -234,6 +250,7 @@ class UpTrack:
         self.missing.clear()
         self.clock_ref = None
         self.has_sender_report = False
+        self._sizing = self._read_size is not None  # the new source's first keyframe tells its size
         if self.ring is not None:
             self.ring.clear()  # the old source's sequence numbers mean nothing now
         if self.requester is not None:
@@ -301,7 +318,7 @@ class UpTrack:
     # -- values, lifecycle -------------------------------------------------------------------
 
     def info(self) -> TrackInfo:
-        return TrackInfo(self.track_id, self.kind, self.codec.mimeType)
+        return TrackInfo(self.track_id, self.kind, self.codec.mimeType, self.width, self.height)
 
     def stats(self) -> TrackStats:
         return TrackStats(
@@ -312,6 +329,8 @@ class UpTrack:
             octets=self.octets,
             keyframes=self.keyframes,
             keyframe_requests=self.requester.sent if self.requester is not None else 0,
+            width=self.width,
+            height=self.height,
         )
 
     def close(self) -> None:
@@ -333,6 +352,7 @@ class UpTrack:
             "octets": self.octets,
             "keyframes": self.keyframes,
             "audioLevelId": self.audio_level_id,
+            "size": [self.width, self.height],
             "missing": len(self.missing),
             "recovered": self.recovered,
             "downtracks": len(self.downtracks),

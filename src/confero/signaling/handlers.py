@@ -47,6 +47,8 @@ async def play(client: Client, cmd: m.Play) -> None:
         track_list=cmd.track_list,
         own_stream_id=cmd.user_publish_id,
         token=cmd.token,
+        subscriber_id=cmd.subscriber_id,
+        subscriber_name=cmd.subscriber_name,
     )
 
 
@@ -102,6 +104,8 @@ async def handle(client: Client, settings: AppSettings, send: Send, command: m.C
         case m.GetStreamInfo():
             info = client.stream_info(command.stream_id)
             entry = m.StreamInfoEntry(
+                stream_width=info.width,
+                stream_height=info.height,
                 video_codec=info.video_codec,
                 audio_codec=info.audio_codec,
                 video_bitrate=info.video_bitrate,
@@ -144,6 +148,38 @@ async def handle(client: Client, settings: AppSettings, send: Send, command: m.C
             client.assign_video_track(command.stream_id, command.video_track_id, command.enabled)
         case m.UpdateVideoTrackAssignments():
             client.update_video_track_assignments(command.stream_id, command.offset, command.size)
+        # -- signal: per-player track switches, quality, debug info, subscribers, push
+        case m.ToggleVideo():
+            client.toggle_track(command.stream_id, command.track_id, "video", command.enabled)
+        case m.ToggleAudio():
+            client.toggle_track(command.stream_id, command.track_id, "audio", command.enabled)
+        case m.ForceStreamQuality():
+            # Ant Media switches ABR layers here; with one layer per stream there is nothing to
+            # switch, and Ant Media sends nothing back either (resolutionChangeInfo only on a switch).
+            logger.debug(
+                "%s forceStreamQuality(%s, %s): one layer", client.remote, command.stream_id, command.stream_height
+            )
+        case m.GetDebugInfo():
+            send(wire.debug_info(client.debug_info(command.stream_id)))
+        case m.GetSubscriberCount():
+            count = len(client.subscribers(command.stream_id))
+            send(m.SubscriberCount(definition="subscriberCount", stream_id=command.stream_id, count=count))
+        case m.GetSubscribers():
+            subscribers = client.subscribers(command.stream_id)
+            page = subscribers[max(command.offset, 0) : max(command.offset, 0) + max(min(command.size, 50), 0)]
+            send(
+                m.SubscriberList(
+                    definition="subscriberList",
+                    stream_id=command.stream_id,
+                    subscriber_list=[wire.subscriber_json(s) for s in page],
+                )
+            )
+        case m.RegisterPushNotificationToken():
+            logger.info("%s registerPushNotificationToken: no push service", client.remote)
+            send(wire.push_refused("registerPushNotificationToken"))
+        case m.SendPushNotification():
+            logger.info("%s sendPushNotification: no push service", client.remote)
+            send(wire.push_refused("sendPushNotification"))
         case _:
             raise TypeError(f"no handler for {type(command).__name__}")
 

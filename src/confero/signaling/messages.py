@@ -49,6 +49,7 @@ class Play(Command):
     role: str = ""
     user_publish_id: str = ""
     disable_tracks_by_default: bool = False
+    subscriber_name: str = ""
 
 
 class TakeConfiguration(Command):
@@ -133,6 +134,51 @@ class UpdateVideoTrackAssignments(Command):
     size: int = 0
 
 
+# -- signal: per-player track switches, stream quality, debug info, subscribers, push --------
+
+
+class ToggleVideo(Command):
+    track_id: str = ""
+    enabled: bool = True
+
+
+class ToggleAudio(Command):
+    track_id: str = ""
+    enabled: bool = True
+
+
+class ForceStreamQuality(Command):
+    stream_height: int | str = 0  # a height of the ABR list, or "auto"
+
+
+class GetDebugInfo(Command):
+    pass
+
+
+class GetSubscriberCount(Command):
+    pass
+
+
+class GetSubscribers(Command):
+    offset: int = 0
+    size: int = 50
+
+
+class RegisterPushNotificationToken(Command):
+    subscriber_id: str = ""
+    token: str = ""
+    pns_registration_token: str = ""
+    pns_type: str = ""
+
+
+class SendPushNotification(Command):
+    subscriber_id: str = ""
+    token: str = ""
+    push_notification_content: Any = None
+    subscriber_ids_to_notify: list[str] = []
+    topic: str = ""
+
+
 COMMANDS: dict[str, type[Command]] = {
     "ping": Ping,
     "getIceServerConfig": GetIceServerConfig,
@@ -154,10 +200,28 @@ COMMANDS: dict[str, type[Command]] = {
     "getVideoTrackAssignmentsCommand": GetVideoTrackAssignments,
     "assignVideoTrackCommand": AssignVideoTrack,
     "updateVideoTrackAssignmentsCommand": UpdateVideoTrackAssignments,
+    "toggleVideo": ToggleVideo,
+    "toggleAudio": ToggleAudio,
+    "forceStreamQuality": ForceStreamQuality,
+    "getDebugInfo": GetDebugInfo,
+    "getSubscriberCount": GetSubscriberCount,
+    "getSubscribers": GetSubscribers,
+    "registerPushNotificationToken": RegisterPushNotificationToken,
+    "sendPushNotification": SendPushNotification,
 }
 
 #: Commands that need no streamId (everything else is refused without one).
-NO_STREAM_ID = frozenset({"ping", "getIceServerConfig", "joinRoom", "leaveFromRoom", "getRoomInfo"})
+NO_STREAM_ID = frozenset(
+    {
+        "ping",
+        "getIceServerConfig",
+        "joinRoom",
+        "leaveFromRoom",
+        "getRoomInfo",
+        "registerPushNotificationToken",
+        "sendPushNotification",
+    }
+)
 
 
 class DecodeFailure(Exception):
@@ -192,6 +256,9 @@ def decode(text: str | bytes) -> tuple[str, Command]:
     cls = COMMANDS.get(name)
     if cls is None:
         raise DecodeFailure("unknown_command", f"unknown command {name!r}", name, stream_id)
+    # A JSON null is an absent field, as for Ant Media's JSON parsers: the SDK sends
+    # `joinRoom(room, id, null, null, null, null)` and `play` with `trackList: null` as is.
+    raw = {key: value for key, value in raw.items() if value is not None}
     try:
         command = msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
@@ -289,6 +356,73 @@ class RoomInformation(Message, tag="roomInformation"):
 class TrackList(Message, tag="trackList"):
     stream_id: str
     track_list: list[str]
+
+
+# -- signal: replies to the commands above, and the shutdown notice --------------------------
+
+
+class SubscriberCount(Message, tag="notification"):
+    definition: str
+    stream_id: str
+    count: int
+
+
+class SubscriberEntry(msgspec.Struct, rename="camel"):
+    """What of Ant Media's Subscriber JSON applies to a current player (no TOTP secret)."""
+
+    subscriber_id: str
+    stream_id: str
+    subscriber_name: str = ""
+    type: str = "play"
+    connected: bool = False
+    current_concurrent_connections: int = 1
+    concurrent_connections_limit: int = 1
+    avg_video_bitrate: int = 0
+    avg_audio_bitrate: int = 0
+
+
+class SubscriberList(Message, tag="notification"):
+    """`subscriberList`: each entry is a Subscriber as a JSON string, as `subtrackList` carries Broadcasts."""
+
+    definition: str
+    stream_id: str
+    subscriber_list: list[str]
+
+
+class DebugTrack(msgspec.Struct, rename="camel"):
+    track_id: str
+    kind: str
+    codec: str
+    packets: int
+    bytes: int
+    keyframes: int
+    keyframe_requests: int
+    width: int = 0
+    height: int = 0
+
+
+class DebugConnection(msgspec.Struct, rename="camel"):
+    client_id: str
+    direction: str
+    connected: bool
+    tracks: list[DebugTrack]
+
+
+class DebugBody(msgspec.Struct, rename="camel", omit_defaults=True):
+    """The text of `debugInfo` (Confero's own layout; Ant Media's is free text too)."""
+
+    stream_id: str
+    type: str
+    connections: list[DebugConnection]
+    stream_info: StreamInfoEntry | None = None
+
+
+class DebugInfo(Message, tag="notification"):
+    """`debugInfo`: free text for people (Circle appends it to its chat); here JSON of the live stats."""
+
+    definition: str
+    stream_id: str
+    debug_info: str
 
 
 class Error(Message, tag="error"):

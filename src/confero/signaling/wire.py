@@ -6,9 +6,11 @@ whatever layer raised it, is answered through `error_message`; nothing else pick
 
 from __future__ import annotations
 
+import msgspec
+
 from confero import errors
 from confero.domain import events
-from confero.domain.results import StreamSummary
+from confero.domain.results import DebugInfo, LegStats, StreamSummary, SubscriberInfo
 from confero.media import types as media
 from confero.signaling import messages as m
 
@@ -33,6 +35,9 @@ DEFINITIONS: tuple[tuple[type[BaseException], str], ...] = (
     (media.BadCandidate, "invalid_candidate"),
     (media.UnknownTrack, "no_stream_exist"),
 )
+
+
+_json = msgspec.json.Encoder()
 
 
 def definition(exc: BaseException) -> str:
@@ -118,6 +123,8 @@ def event_message(event: events.Event) -> m.Message | m.Raw:
                 stream_id=stream_id,
                 information=f"a data-channel message of {size} bytes was not delivered; the limit is {limit}",
             )
+        case events.ServerWillStop():
+            return m.Notification(definition="server_will_stop")
     raise TypeError(f"no message for {event!r}")
 
 
@@ -142,3 +149,62 @@ def data_message(event: events.DataEvent) -> str:
             talkers: list[dict[str, object]] = [{"trackId": s, "audioLevel": level} for s, level in levels]
             # Circle reads `payload`, the SDK's conference-room.html sample `assignments`
             return m.data_event(stream_id, "AUDIO_TRACK_ASSIGNMENT", payload=talkers, assignments=talkers)
+
+
+# -- signal: subscribers, debug info, push ------------------------------------------------------
+
+#: Confero has no push-notification service (no FCM/APN credentials, no `subscriberAuthenticationKey`),
+#: so no push auth token can ever be verified: AMS's answer to an unverifiable one.
+PUSH_UNSUPPORTED = "authenticationTokenNotValid"
+
+
+def push_refused(command: str) -> m.Error:
+    return m.Error(
+        definition=PUSH_UNSUPPORTED,
+        information=f"{command}: push notifications are not supported by this server",
+    )
+
+
+def subscriber_json(info: SubscriberInfo) -> str:
+    """One entry of `subscriberList`: Ant Media's Subscriber JSON, with what applies to a player."""
+    entry = m.SubscriberEntry(
+        subscriber_id=info.subscriber_id,
+        stream_id=info.stream_id,
+        subscriber_name=info.name,
+        connected=info.connected,
+        current_concurrent_connections=1 if info.connected else 0,
+    )
+    return _json.encode(entry).decode()
+
+
+def _leg(leg: LegStats) -> m.DebugConnection:
+    tracks = [
+        m.DebugTrack(
+            track_id=t.track_id,
+            kind=t.kind,
+            codec=t.codec,
+            packets=t.packets,
+            bytes=t.octets,
+            keyframes=t.keyframes,
+            keyframe_requests=t.keyframe_requests,
+            width=t.width,
+            height=t.height,
+        )
+        for t in leg.tracks
+    ]
+    return m.DebugConnection(client_id=leg.client_id, direction=leg.direction, connected=leg.connected, tracks=tracks)
+
+
+def debug_info(info: DebugInfo) -> m.DebugInfo:
+    """`debugInfo`: the stream's (or room's) live legs and their counters, as JSON text."""
+    body = m.DebugBody(stream_id=info.stream_id, type=info.kind, connections=[_leg(leg) for leg in info.legs])
+    if info.info is not None:
+        body.stream_info = m.StreamInfoEntry(
+            stream_width=info.info.width,
+            stream_height=info.info.height,
+            video_bitrate=info.info.video_bitrate,
+            audio_bitrate=info.info.audio_bitrate,
+            video_codec=info.info.video_codec,
+            audio_codec=info.info.audio_codec,
+        )
+    return m.DebugInfo(definition="debugInfo", stream_id=info.stream_id, debug_info=_json.encode(body).decode())
