@@ -291,10 +291,9 @@ ROWS = [
         Row(
             playing_room,
             {"command": "getVideoTrackAssignmentsCommand", "streamId": "room1"},
-            notification("videoTrackAssignmentList"),
+            None,  # the list goes on the room play's data channel (VIDEO_TRACK_ASSIGNMENT_LIST)
         ),
         id="getVideoTrackAssignmentsCommand",
-        marks=lands_with("roomplay"),
     ),
     pytest.param(
         Row(
@@ -303,7 +302,6 @@ ROWS = [
             None,
         ),
         id="assignVideoTrackCommand",
-        marks=lands_with("roomplay"),
     ),
     pytest.param(
         Row(
@@ -312,12 +310,10 @@ ROWS = [
             None,
         ),
         id="updateVideoTrackAssignmentsCommand",
-        marks=lands_with("roomplay"),
     ),
     pytest.param(
         Row(playing_room, {"command": "setMaxVideoTrackCountCommand", "streamId": "room1", "maxTrackCount": 3}, None),
         id="setMaxVideoTrackCountCommand",
-        marks=lands_with("roomplay"),
     ),
     pytest.param(
         Row(live_stream, {"command": "getDebugInfo", "streamId": "s1"}, notification("debugInfo", "s1")),
