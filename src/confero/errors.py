@@ -64,6 +64,26 @@ class RoomNotActive(ConferoError):
     """The room's validity window is not open (not yet, or any more)."""
 
 
+class UnknownRoom(RoomNotActive):
+    """`acceptOnlyRoomsInDataStore` is on and the room was not created over REST."""
+
+
+class StreamNotActive(ConferoError):
+    """The stream's planned start has not come yet, or its planned end has passed."""
+
+
+class LimitReached(ConferoError):
+    """A limit stored on a Broadcast is reached."""
+
+
+class ViewerLimitReached(LimitReached):
+    """The stream (or room) has as many WebRTC players as its `webRTCViewerLimit`."""
+
+
+class SubtrackLimitReached(LimitReached):
+    """The room (main track) has as many member streams as its `subtracksLimit`."""
+
+
 class Unauthorized(ConferoError):
     """A token is missing, wrong, used up or expired."""
 
@@ -94,6 +114,7 @@ __all__ = [
     "IdTaken",
     "InUse",
     "InvalidStreamId",
+    "LimitReached",
     "MissingStreamId",
     "NoPeer",
     "NoRoomGiven",
@@ -101,6 +122,10 @@ __all__ = [
     "OutOfOrder",
     "RoomNotActive",
     "ShuttingDown",
+    "StreamNotActive",
+    "SubtrackLimitReached",
     "Unauthorized",
+    "UnknownRoom",
     "UnregisteredStream",
+    "ViewerLimitReached",
 ]

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+
+logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "CONFERO_"
 
@@ -74,20 +77,33 @@ class AppSettings:
     #: routes /{App}/{roomName}); "" serves Confero's pages (Confero's own setting).
     webRoot: str = ""
 
+    def __post_init__(self) -> None:
+        #: Settings Confero does not use, kept as given over REST (Ant Media's other AppSettings
+        #: keys: a client posts the whole object it read). Returned by `to_dict`, never in effect.
+        self.unused: dict[str, Any] = {}
+
     def update(self, values: Mapping[str, Any], where: str = "settings") -> None:
-        """Apply a partial update (REST POST); unknown keys and bad values are refused whole."""
+        """Apply a partial update (REST POST). A bad value of a known key refuses the update
+        whole; a key Confero does not use is kept as given (logged once per key), not in effect."""
         staged = {}
+        unused = {}
         for key, value in values.items():
-            if key not in _APP_TYPES:
-                raise SettingsError(f"{where}: unknown setting {key!r}")
-            staged[key] = _coerce(f"{where}.{key}", _APP_TYPES[key], value)
-            if key == "webRoot" and staged[key] != self.webRoot:
-                # Which directory the web may read is the operator's choice, not a REST client's.
-                raise SettingsError(f"{where}.webRoot: set in the config file only")
+            if key in _APP_TYPES:
+                staged[key] = _coerce(f"{where}.{key}", _APP_TYPES[key], value)
+                if key == "webRoot" and staged[key] != self.webRoot:
+                    # Which directory the web may read is the operator's choice, not a REST client's.
+                    raise SettingsError(f"{where}.webRoot: set in the config file only")
+            elif not key or not key[0].isalpha() or not all(c.isalnum() or c in "_-." for c in key):
+                raise SettingsError(f"{where}: {key!r} is not a setting name")
+            else:
+                unused[key] = value
         candidate = dataclasses.replace(self, **staged)
         candidate.validate(where)
         for key, value in staged.items():
             setattr(self, key, value)
+        for key in sorted(unused.keys() - self.unused.keys()):
+            logger.warning("%s: setting %r is kept but not in effect (Confero does not use it)", where, key)
+        self.unused.update(unused)
 
     def validate(self, where: str = "apps") -> None:
         import ipaddress
@@ -129,7 +145,7 @@ class AppSettings:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**self.unused, **dataclasses.asdict(self)}
 
 
 @dataclass

@@ -232,11 +232,14 @@ async def test_room_info_and_errors(server: Server) -> None:
         await sock.send({"command": "joinRoom", "room": "auto"})
         joined = await sock.wait_for(definition="joinedTheRoom", timeout=5)
         assert joined["streamId"] and joined["streams"] == []
-        # the room was created on the first join with the default one-hour window
+        # the room was created on the first join, with no end (a zombi main track)
         record = await server.store.get_room("WebRTCAppEE", "auto")
-        assert record is not None and 3590 <= record.end_date - record.start_date <= 3610
+        assert record is not None and record.zombi and record.end_date == 0
         await sock.send({"command": "leaveFromRoom", "room": "auto"})
         await sock.wait_for(definition="leavedFromRoom", timeout=5)
+        # ... and removed when its last member left
+        await eventually(lambda: "auto" not in server.applications["WebRTCAppEE"].rooms, timeout=5, what="room gone")
+        assert await server.store.get_room("WebRTCAppEE", "auto") is None
 
 
 async def test_rooms_are_isolated(server: Server) -> None:

@@ -103,8 +103,7 @@ async def test_rooms_and_broadcasts_survive_a_restart(tmp_path: Path) -> None:
             assert status == 200 and body["status"] == "broadcasting", body
             status, auto = await call(http, "GET", "/conference-rooms/auto")
             assert status == 200, auto
-            assert auto["endDate"] - auto["startDate"] == 3600 and auto["roomStreamList"] == ["livebc"]
-            rooms["auto"] = auto
+            assert auto["endDate"] == 0 and auto["roomStreamList"] == ["livebc"]
 
             await refused_join(first, "expired")
 
@@ -121,11 +120,10 @@ async def test_rooms_and_broadcasts_survive_a_restart(tmp_path: Path) -> None:
                 status, after = await call(http, "GET", f"/conference-rooms/{room_id}")
                 assert status == 200, (room_id, after)
                 assert window(after) == window(before)
-                if room_id != "auto":
-                    assert after["roomStreamList"] == before["roomStreamList"], room_id
-            # the live member's stream left the auto room's list when it ended
+                assert after["roomStreamList"] == before["roomStreamList"], room_id
+            # the room made by a join (a zombi main track) went when it closed at shutdown
             status, auto = await call(http, "GET", "/conference-rooms/auto")
-            assert auto["roomStreamList"] == []
+            assert status == 404, auto
             status, listed = await call(http, "GET", "/conference-rooms/list/0/50")
             assert status == 200
             assert {r["roomId"] for r in listed} == set(rooms)

@@ -258,7 +258,6 @@ ROWS = [
     pytest.param(
         Row(live_stream, {"command": "getBroadcastObject", "streamId": "s1"}, notification("broadcastObject", "s1")),
         id="getBroadcastObject",
-        marks=lands_with("model"),
     ),
     pytest.param(
         Row(
@@ -267,7 +266,6 @@ ROWS = [
             None,
         ),
         id="updateStreamMetaData",
-        marks=lands_with("model"),
     ),
     pytest.param(
         Row(
@@ -276,7 +274,6 @@ ROWS = [
             notification("subtrackList"),
         ),
         id="getSubtracks",
-        marks=lands_with("model"),
     ),
     pytest.param(
         Row(
@@ -285,7 +282,6 @@ ROWS = [
             notification("subtrackCount"),
         ),
         id="getSubtracksCount",
-        marks=lands_with("model"),
     ),
     pytest.param(
         Row(

@@ -25,6 +25,8 @@ STATUSES: tuple[tuple[type[ConferoError], int], ...] = (
     (errors.NotFound, 404),
     (errors.InUse, 409),
     (errors.RoomNotActive, 403),
+    (errors.StreamNotActive, 403),
+    (errors.LimitReached, 400),
     (errors.Unauthorized, 401),
     (errors.Forbidden, 403),
     (errors.ShuttingDown, 503),
@@ -65,6 +67,7 @@ def bind(handler: AppHandler) -> Callable[[web.Request], Awaitable[web.StreamRes
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/rest/v2/applications/settings/{app}", bind(applications.get))
     router.add_post("/rest/v2/applications/settings/{app}", bind(applications.update))
+    router.add_get("/{app}/rest/v2/version", bind(broadcasts.version))
     base = "/{app}/rest/v2/broadcasts"
     router.add_post(base + "/validate-token", bind(tokens.validate))
     router.add_post(base + "/{stream_id}/data", bind(broadcasts.send_data))
@@ -83,8 +86,17 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get(rooms_base + "/{room_id}", bind(rooms.get))
     router.add_put(rooms_base + "/{room_id}", bind(rooms.update))
     router.add_delete(rooms_base + "/{room_id}", bind(rooms.delete))
+    router.add_post(base + "/{stream_id}/subtrack", bind(broadcasts.add_subtrack))
+    router.add_delete(base + "/{stream_id}/subtrack", bind(broadcasts.remove_subtrack))
+    router.add_post(base + "/{stream_id}/stop", bind(broadcasts.stop))
+    router.add_get(base + "/{stream_id}/broadcast-statistics", bind(broadcasts.statistics))
+    router.add_get(base + "/{stream_id}/webrtc-client-stats/{offset}/{size}", bind(broadcasts.client_stats))
+    # Single-segment paths before /broadcasts/{stream_id}, which would take them as ids.
     router.add_post(base + "/create", bind(broadcasts.create))
     router.add_get(base + "/active-live-stream-count", bind(broadcasts.active_count))
+    router.add_get(base + "/count", bind(broadcasts.count))
+    router.add_get(base + "/count/{search}", bind(broadcasts.count))
+    router.add_get(base + "/total-broadcast-statistics", bind(broadcasts.total_statistics))
     router.add_get(base + "/list/{offset}/{size}", bind(broadcasts.list_))
     router.add_get(base + "/{stream_id}", bind(broadcasts.get))
     router.add_put(base + "/{stream_id}", bind(broadcasts.update))

@@ -53,23 +53,30 @@ class Broadcast(msgspec.Struct, kw_only=True):
     remoteIp: str = ""
     conferenceMode: str = ""
     virtual: bool = False
+    listenerHookURL: str = ""
 
 
 class BroadcastIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
-    """What `POST /broadcasts/create` and `PUT /broadcasts/{id}` accept."""
+    """What `POST /broadcasts/create` and `PUT /broadcasts/{id}` accept.
 
-    streamId: str = ""
-    name: str = ""
-    description: str = ""
-    type: str = "liveStream"
-    plannedStartDate: int = 0
-    plannedEndDate: int = 0
-    publicStream: bool = True
-    metaData: str = ""
-    role: str = ""
-    mainTrackStreamId: str = ""
-    subtracksLimit: int = -1
-    webRTCViewerLimit: int = -1
+    Every field is optional, and JSON `null` is the same as absent (Ant Media's `BroadcastUpdate`):
+    a create starts from the record's defaults, an update changes only the fields it is given.
+    """
+
+    streamId: str | None = None
+    name: str | None = None
+    description: str | None = None
+    type: str | None = None
+    plannedStartDate: int | None = None
+    plannedEndDate: int | None = None
+    publicStream: bool | None = None
+    metaData: str | None = None
+    role: str | None = None
+    mainTrackStreamId: str | None = None
+    subtracksLimit: int | None = None
+    webRTCViewerLimit: int | None = None
+    listenerHookURL: str | None = None
+    subTrackStreamIds: list[str] | None = None
 
 
 def broadcast_from_record(record: StreamRecord, viewers: int = 0) -> Broadcast:
@@ -99,21 +106,34 @@ def broadcast_from_record(record: StreamRecord, viewers: int = 0) -> Broadcast:
         absoluteStartTimeMs=record.absolute_start_time_ms,
         userAgent=record.user_agent,
         remoteIp=record.remote_ip,
+        virtual=bool(record.sub_track_stream_ids),
+        listenerHookURL=record.listener_hook_url,
     )
 
 
+#: BroadcastIn field -> StreamRecord attribute, for the fields a create or an update may set.
+_BROADCAST_FIELDS = {
+    "name": "name",
+    "description": "description",
+    "type": "type",
+    "plannedStartDate": "planned_start_date",
+    "plannedEndDate": "planned_end_date",
+    "publicStream": "public_stream",
+    "metaData": "meta_data",
+    "role": "role",
+    "mainTrackStreamId": "main_track_stream_id",
+    "subtracksLimit": "subtracks_limit",
+    "webRTCViewerLimit": "webrtc_viewer_limit",
+    "listenerHookURL": "listener_hook_url",
+}
+
+
 def apply_broadcast(record: StreamRecord, body: BroadcastIn) -> StreamRecord:
-    record.name = body.name or record.name
-    record.description = body.description
-    record.type = body.type or record.type
-    record.planned_start_date = body.plannedStartDate
-    record.planned_end_date = body.plannedEndDate
-    record.public_stream = body.publicStream
-    record.meta_data = body.metaData
-    record.role = body.role
-    record.main_track_stream_id = body.mainTrackStreamId
-    record.subtracks_limit = body.subtracksLimit
-    record.webrtc_viewer_limit = body.webRTCViewerLimit
+    """Set the record's fields that `body` gives (not absent, not null); the others stay."""
+    for wire_name, attribute in _BROADCAST_FIELDS.items():
+        value = getattr(body, wire_name)
+        if value is not None and not (wire_name in ("name", "type") and value == ""):
+            setattr(record, attribute, value)
     return record
 
 
@@ -177,6 +197,50 @@ def token_from_record(record: TokenRecord) -> Token:
         type=record.type,
         roomId=record.room_id,
     )
+
+
+#: Query parameters of the broadcast list (`GET /broadcasts/list/{offset}/{size}`).
+LIST_QUERY = {"search": "search", "sort": "sort_by", "order": "order_by", "type": "type_by"}
+
+#: Query parameter naming the member stream of `POST`/`DELETE /broadcasts/{id}/subtrack`.
+SUBTRACK_QUERY = "id"
+
+
+class SimpleStat(msgspec.Struct):
+    number: int
+
+
+class BroadcastStatistics(msgspec.Struct):
+    totalRTMPWatchersCount: int
+    totalHLSWatchersCount: int
+    totalWebRTCWatchersCount: int
+    totalDASHWatchersCount: int
+
+
+class AppBroadcastStatistics(msgspec.Struct):
+    totalRTMPWatchersCount: int
+    totalHLSWatchersCount: int
+    totalWebRTCWatchersCount: int
+    totalDASHWatchersCount: int
+    activeLiveStreamCount: int
+
+
+class WebRTCClientStats(msgspec.Struct, kw_only=True):
+    measuredBitrate: int = 0
+    sendBitrate: int = 0
+    videoFrameSendPeriod: float = 0.0
+    audioFrameSendPeriod: float = 0.0
+    clientId: int = 0
+    videoPacketCount: int = 0
+    audioPacketCount: int = 0
+    clientInfo: str = ""
+    clientIp: str = ""
+
+
+class Version(msgspec.Struct, kw_only=True):
+    versionName: str
+    versionType: str = "Confero"
+    buildNumber: str = ""
 
 
 #: Query parameters of the token endpoints.

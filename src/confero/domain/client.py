@@ -25,6 +25,7 @@ from confero.domain.stream import Leg, Playback, Player, Publication
 from confero.domain.streams import Streams
 from confero.errors import AlreadyPlaying, AlreadyPublishing, InUse, NoPeer, NoRoomGiven, NotFound, OutOfOrder
 from confero.media.types import MediaError
+from confero.store import StreamRecord
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +101,20 @@ class Client:
             raise AlreadyPlaying(f"{stream_id} is already in use on this connection")
 
     async def publish(
-        self, stream_id: str, *, name: str = "", room: str = "", metadata: str = "", token: str | None = None
+        self,
+        stream_id: str,
+        *,
+        name: str = "",
+        room: str = "",
+        metadata: str = "",
+        role: str = "",
+        token: str | None = None,
     ) -> None:
         """Publish `stream_id`; `room` is the multitrack flow's main track, else the room joined with it."""
         self._refuse_if_in_use(stream_id)
         room = room or self.room_of(stream_id)
         publication = await self.streams.publish(
-            self, self.remote, stream_id, name=name, room=room, metadata=metadata, token=token
+            self, self.remote, stream_id, name=name, room=room, metadata=metadata, role=role, token=token
         )
         self.legs[stream_id] = publication
 
@@ -303,6 +311,30 @@ class Client:
         legs = [leg for s in room.live_streams() for leg in s.leg_stats()]
         legs += sorted((p.leg_stats() for p in room.playbacks), key=lambda leg: leg.client_id)
         return DebugInfo(stream_id, "room", None, tuple(legs))
+
+    # -- Broadcast objects (rooms are main tracks) ----------------------------------------------
+
+    async def broadcast_object(self, stream_id: str) -> tuple[StreamRecord, int]:
+        """getBroadcastObject: a stream's record, or a room's with its live member streams; viewers."""
+        record = await self.streams.broadcast(stream_id, live_only=True)
+        if record is None:
+            raise NotFound(f"stream {stream_id} does not exist")
+        return record, self.streams.viewer_count(stream_id)
+
+    async def subtracks(self, room_id: str, offset: int, size: int, role: str = "") -> list[StreamRecord]:
+        """getSubtracks: a page of a room's member streams (at most 50)."""
+        found = await self.streams.subtracks(room_id, role=role)
+        offset = max(offset, 0)
+        return found[offset : offset + min(max(size, 0), 50)]
+
+    def viewer_count(self, stream_id: str) -> int:
+        return self.streams.viewer_count(stream_id)
+
+    async def subtracks_count(self, room_id: str, role: str = "", status: str = "") -> int:
+        return len(await self.streams.subtracks(room_id, role=role, status=status))
+
+    async def update_metadata(self, stream_id: str, metadata: str) -> None:
+        await self.streams.update_metadata(stream_id, metadata)
 
     # -- 1-1 calls -------------------------------------------------------------------------------
 

@@ -83,6 +83,22 @@ class StreamLeft:
 
 
 @dataclass(frozen=True)
+class SubtrackAdded:
+    """A member's stream started in a room this client plays (`room` is the main track)."""
+
+    room: str
+    track_id: str
+
+
+@dataclass(frozen=True)
+class SubtrackRemoved:
+    """A member's stream ended in a room this client plays."""
+
+    room: str
+    track_id: str
+
+
+@dataclass(frozen=True)
 class LeftRoom:
     """This client is no longer a member of `room` (it left, or the room ended)."""
 
@@ -152,6 +168,8 @@ Event = (
     | RoomWindowEnded
     | StreamJoined
     | StreamLeft
+    | SubtrackAdded
+    | SubtrackRemoved
     | LeftRoom
     | PeerJoined
     | PeerStart

@@ -77,13 +77,17 @@ class Room:
     # -- window ---------------------------------------------------------------------------------
 
     def is_open(self, now: float | None = None) -> bool:
+        """Inside the window; an `end_date` of 0 is no end."""
         now = time.time() if now is None else now
-        return self.record.start_date <= now < self.record.end_date
+        return self.record.start_date <= now and (not self.record.end_date or now < self.record.end_date)
 
     def arm_expiry(self) -> None:
-        """(Re)arm the timer that removes members when the window ends."""
+        """(Re)arm the timer that removes members when the window ends (none without an end)."""
         if self._expiry is not None:
             self._expiry.cancel()
+            self._expiry = None
+        if not self.record.end_date:
+            return
         delay = max(0.0, self.record.end_date - time.time())
         self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
 
@@ -128,6 +132,8 @@ class Room:
         for member in list(self.members.values()):
             if member.stream_id != stream.stream_id:
                 member.client.deliver(events.StreamJoined(stream.stream_id, self.room_id))
+        for playback in list(self.playbacks):
+            playback.client.deliver(events.SubtrackAdded(self.room_id, stream.stream_id))
         if stream.stream_id not in self.record.room_stream_list:
             self.record.room_stream_list.append(stream.stream_id)
             await self._persist()
@@ -138,6 +144,8 @@ class Room:
         for member in list(self.members.values()):
             if member.stream_id != stream.stream_id:
                 member.client.deliver(events.StreamLeft(stream.stream_id, self.room_id))
+        for playback in list(self.playbacks):
+            playback.client.deliver(events.SubtrackRemoved(self.room_id, stream.stream_id))
         if stream.stream_id in self.record.room_stream_list:
             self.record.room_stream_list.remove(stream.stream_id)
             await self._persist()
@@ -151,6 +159,8 @@ class Room:
         return sum(1 for p in list(self.playbacks) if p.client.client_id != exclude_client and p.send_data(data))
 
     async def _persist(self) -> None:
+        if self.closing and self.record.zombi:
+            return  # its record is removed once it has closed
         await self.ctx.store.save_room(self.ctx.app, self.record)
 
     # -- membership ------------------------------------------------------------------------------

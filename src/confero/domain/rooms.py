@@ -2,6 +2,17 @@
 
 A live Room is in memory while it has members or players. Its record is authoritative in memory
 while it is live and is written behind to the store.
+
+A room is also a main-track Broadcast (Ant Media's model): one id namespace holds streams and
+rooms. A room exists once it has a record, made in one of three ways:
+
+* over the deprecated conference-rooms REST: the window given (default one hour);
+* when a stream record created over REST is used as a main track (a join, a publish with
+  `mainTrack`, a subtrack added over REST): its `plannedStartDate`/`plannedEndDate` are the
+  window (0: no bound);
+* by a join or a publish with `mainTrack` of an unknown id (unless `acceptOnlyRoomsInDataStore`):
+  a *zombi* room with no window, whose record is removed when it empties (Ant Media's zombi
+  main track, which is removed when it finishes).
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from confero.domain.context import Context
 from confero.domain.ids import check_stream_id, new_stream_id
 from confero.domain.results import StreamSummary
 from confero.domain.room import DEFAULT_DURATION, Room
-from confero.errors import BadRequest, IdTaken, NoRoomGiven, NotFound, RoomNotActive
+from confero.errors import BadRequest, IdTaken, NoRoomGiven, NotFound, RoomNotActive, UnknownRoom
 from confero.store import RoomRecord
 
 logger = logging.getLogger(__name__)
@@ -43,18 +54,22 @@ class Rooms(Mapping[str, Room]):
         return room_id in self.live or await self.ctx.store.get_room(self.ctx.app, room_id) is not None
 
     async def open(self, room_id: str, *, create: bool = True) -> Room:
-        """The live Room, loaded from the store or created with the default window; it must be open."""
+        """The live Room, loaded from the store or made (see the module docstring); it must be open.
+
+        `create=False` opens only a room that has a record (or a stream record to make one from).
+        """
         if not room_id:
             raise NoRoomGiven("no room given")
         check_stream_id(room_id)
         room = self.live.get(room_id)
         if room is None:
-            record = await self.ctx.store.get_room(self.ctx.app, room_id)
+            record = await self.ensure_record(room_id)
             if record is None:
                 if not create:
                     raise NotFound(f"room {room_id} does not exist")
-                now = int(time.time())
-                record = RoomRecord(room_id=room_id, start_date=now, end_date=now + DEFAULT_DURATION)
+                if self.ctx.settings().acceptOnlyRoomsInDataStore:
+                    raise UnknownRoom(f"room {room_id} is not registered")
+                record = RoomRecord(room_id=room_id, start_date=int(time.time()), end_date=0, zombi=True)
                 await self.ctx.store.save_room(self.ctx.app, record)
                 self.ctx.observers.emit(observer.RoomCreated(self.ctx.app, room_id))
             room = self.live.get(room_id)  # another join may have loaded it meanwhile
@@ -66,9 +81,27 @@ class Rooms(Mapping[str, Room]):
             raise RoomNotActive(f"room {room_id} is not active")
         return room
 
+    async def ensure_record(self, room_id: str) -> RoomRecord | None:
+        """The room's record; a stream record created over REST becomes a room's record on first use."""
+        record = await self.record(room_id)
+        if record is not None:
+            return record
+        main = await self.ctx.store.get_stream(self.ctx.app, room_id)
+        if main is None or main.zombi:
+            return None
+        record = await self.record(room_id)  # made meanwhile by another request?
+        if record is None:
+            record = RoomRecord(room_id=room_id, start_date=main.planned_start_date, end_date=main.planned_end_date)
+            await self.ctx.store.save_room(self.ctx.app, record)  # queued before any later read
+            self.ctx.observers.emit(observer.RoomCreated(self.ctx.app, room_id))
+        return record
+
     def _closed(self, room: Room, reason: str) -> None:
         if self.live.get(room.room_id) is room:
             del self.live[room.room_id]
+        if room.record.zombi:
+            # Queued now, behind the room's last writes (the store keeps call order).
+            self.ctx.tasks.spawn(self.ctx.store.delete_room(self.ctx.app, room.room_id))
         self.ctx.observers.emit(observer.RoomEnded(self.ctx.app, room.room_id, reason))
 
     def summaries(self, room_id: str, exclude: str = "") -> tuple[StreamSummary, ...]:
@@ -110,6 +143,7 @@ class Rooms(Mapping[str, Room]):
             raise BadRequest("endDate must be after startDate")
         record.start_date, record.end_date = start_date, end_date
         record.mode = mode or record.mode
+        record.zombi = False  # a room given a window over REST is kept when it empties
         await self.ctx.store.save_room(self.ctx.app, record)
         room = self.live.get(room_id)
         if room is not None:

@@ -8,7 +8,9 @@ A live stream's record lives in memory and is written behind to the store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from typing import TypeVar
 
@@ -20,8 +22,18 @@ from confero.domain.results import StreamInfo
 from confero.domain.room import Member, RoomClient, RoomPlayback
 from confero.domain.rooms import Rooms
 from confero.domain.stream import Playback, Publication, Stream
-from confero.errors import BadRequest, IdTaken, InUse, NotFound, ShuttingDown, UnregisteredStream
-from confero.store import StreamRecord, TokenRecord, now_ms
+from confero.errors import (
+    BadRequest,
+    IdTaken,
+    InUse,
+    NotFound,
+    ShuttingDown,
+    StreamNotActive,
+    SubtrackLimitReached,
+    UnregisteredStream,
+    ViewerLimitReached,
+)
+from confero.store import LIVE_STATUSES, StreamRecord, TokenRecord, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +61,13 @@ class Streams(Mapping[str, Stream]):
         name: str = "",
         room: str = "",
         metadata: str = "",
+        role: str = "",
         token: str | None = None,
     ) -> Publication:
         """Admit `client` as the publisher of `stream_id`; the client's offer follows.
 
-        With `room`, the stream is a member stream of that room (its window must be open).
+        With `room`, the stream is a member stream of that room (its window must be open, and
+        its `subtracksLimit` not reached). `metadata` and `role` are kept on the record.
         """
         try:
             check_stream_id(stream_id)
@@ -63,7 +77,15 @@ class Streams(Mapping[str, Stream]):
             if stream_id in self.live:
                 raise InUse(f"stream {stream_id} is already publishing")
             # The claim: no await since the check above.
-            record = StreamRecord(stream_id=stream_id, name=name or stream_id, zombi=True, date=now_ms())
+            record = StreamRecord(
+                stream_id=stream_id,
+                name=name or stream_id,
+                zombi=True,
+                date=now_ms(),
+                meta_data=metadata,
+                role=role,
+                main_track_stream_id=room,
+            )
             stream = Stream(
                 self.ctx,
                 stream_id,
@@ -81,13 +103,19 @@ class Streams(Mapping[str, Stream]):
             raise
         try:
             if room:
+                limit = await self._limit(room, "subtracks_limit")
                 live_room = await self.rooms.open(room)
+                # No await from here to add_stream: the count and the claim are one step.
+                if 0 <= limit <= len([s for s in live_room.streams.values() if s is not stream]):
+                    raise SubtrackLimitReached(f"room {room} has {limit} streams, its limit")
                 if stream_id not in live_room.members:
-                    live_room.join(Member(client, stream_id, name=name, metadata=metadata))
+                    live_room.join(Member(client, stream_id, name=name, metadata=metadata, role=role))
                 live_room.add_stream(stream)
             stored = await self.ctx.store.get_stream(self.ctx.app, stream_id)
             if stored is None and self.ctx.settings().acceptOnlyStreamsInDataStore:
                 raise UnregisteredStream("stream is not registered")
+            if stored is not None:
+                check_planned(stored)
             await self.access.consume(grant)
         except BaseException as exc:
             self._release(stream)
@@ -95,6 +123,9 @@ class Streams(Mapping[str, Stream]):
             raise
         if stored is not None:
             stream.record = stored  # a record left live by a crash is simply taken over
+            stored.meta_data = metadata or stored.meta_data
+            stored.role = role or stored.role
+            stored.main_track_stream_id = room or stored.main_track_stream_id
         record = stream.record
         record.status = "preparing"
         record.remote_ip = remote
@@ -208,14 +239,20 @@ class Streams(Mapping[str, Stream]):
         if room and stream.room != room:
             # A member's media never reaches a room it has not joined.
             raise NotFound(f"stream {stream_id} is not streaming in room {room}")
+        check_viewers(stream_id, stream.record.webrtc_viewer_limit, len(stream.playbacks))
         await self.access.consume(grant)
+        stream = self.live_stream(stream_id)
+        check_viewers(stream_id, stream.record.webrtc_viewer_limit, len(stream.playbacks))
         return await self._offer(stream.add_player(client))
 
     async def _play_room(
         self, client: RoomClient, room_id: str, track_list: list[str], own_stream_id: str, grant: TokenRecord | None
     ) -> RoomPlayback:
+        limit = await self._limit(room_id, "webrtc_viewer_limit")
         live_room = await self.rooms.open(room_id, create=False)
+        check_viewers(room_id, limit, len(live_room.playbacks))
         await self.access.consume(grant)
+        check_viewers(room_id, limit, len(live_room.playbacks))
         excluded = {t[1:] for t in track_list if t.startswith("!")}
         excluded |= {m.stream_id for m in live_room.members.values() if m.client.client_id == client.client_id}
         if own_stream_id:
@@ -259,10 +296,22 @@ class Streams(Mapping[str, Stream]):
         await stream.close("deleted")
         return True
 
+    async def stop_broadcast(self, stream_id: str) -> bool:
+        """REST stop: a live stream, or every live stream of a room (its subtracks), stops."""
+        stopped = await self.stop(stream_id)
+        live_room = self.rooms.get(stream_id)
+        for stream in live_room.live_streams() if live_room is not None else []:
+            stopped = await self.stop(stream.stream_id) or stopped
+        return stopped
+
     async def create(self, record: StreamRecord) -> StreamRecord:
         if record.stream_id:
             check_stream_id(record.stream_id)
-            if record.stream_id in self.live or await self.ctx.store.get_stream(self.ctx.app, record.stream_id):
+            if (
+                record.stream_id in self.live
+                or await self.ctx.store.get_stream(self.ctx.app, record.stream_id)
+                or await self.rooms.exists(record.stream_id)
+            ):
                 raise IdTaken("Stream id is already being used. Please change stream id or keep it empty")
         else:
             record.stream_id = new_stream_id()
@@ -279,9 +328,16 @@ class Streams(Mapping[str, Stream]):
             return stream.record
         return await self.ctx.store.get_stream(self.ctx.app, stream_id)
 
-    async def records(self, offset: int, size: int) -> list[StreamRecord]:
-        records = await self.ctx.store.list_streams(self.ctx.app, offset, min(size, 50))
+    async def records(
+        self, offset: int, size: int, *, search: str = "", sort_by: str = "", order: str = "asc"
+    ) -> list[StreamRecord]:
+        records = await self.ctx.store.list_streams(
+            self.ctx.app, offset, min(size, 50), search=search, sort_by=sort_by, order=order
+        )
         return [self.live[r.stream_id].record if r.stream_id in self.live else r for r in records]
+
+    async def count(self, search: str = "") -> int:
+        return await self.ctx.store.count_streams(self.ctx.app, search)
 
     async def save(self, record: StreamRecord) -> None:
         record.update_time = now_ms()
@@ -291,11 +347,117 @@ class Streams(Mapping[str, Stream]):
         """Delete a stream's record; a live stream is stopped first (its clients are told)."""
         stopped = await self.stop(stream_id)
         deleted = await self.ctx.store.delete_stream(self.ctx.app, stream_id)
-        return stopped or deleted
+        room_deleted = await self.rooms.delete(stream_id)  # a room is a Broadcast too
+        return stopped or deleted or room_deleted
 
     def viewer_count(self, stream_id: str) -> int:
+        """WebRTC players of a stream, or of a room (its room plays)."""
         stream = self.live.get(stream_id)
-        return len(stream.playbacks) if stream else 0
+        if stream is not None:
+            return len(stream.playbacks)
+        live_room = self.rooms.get(stream_id)
+        return len(live_room.playbacks) if live_room is not None else 0
+
+    def total_viewers(self) -> int:
+        return sum(len(s.playbacks) for s in self.live.values()) + sum(len(r.playbacks) for r in self.rooms.values())
+
+    def players(self, stream_id: str) -> list[str]:
+        """The client ids playing a stream (or a room), in a stable order."""
+        stream = self.live.get(stream_id)
+        live_room = self.rooms.get(stream_id)
+        legs = list(stream.playbacks) if stream is not None else list(live_room.playbacks) if live_room else []
+        return sorted(p.client.client_id for p in legs)
+
+    async def _limit(self, stream_id: str, attribute: str) -> int:
+        """A limit stored on a Broadcast (-1: none)."""
+        record = await self.record(stream_id)
+        return int(getattr(record, attribute)) if record is not None else -1
+
+    # -- rooms as main-track Broadcasts ------------------------------------------------------------
+
+    async def broadcast(self, stream_id: str, *, live_only: bool = False) -> StreamRecord | None:
+        """The Broadcast of an id: a stream's record, or a room's as a main track.
+
+        A room's `sub_track_stream_ids` are its stored stream list (REST), or only its live member
+        streams (`live_only`, what the WebSocket's `broadcastObject` carries). The result is a copy.
+        """
+        record = await self.record(stream_id)
+        room_record = await self.rooms.record(stream_id)
+        if room_record is None:
+            return dataclasses.replace(record) if record is not None else None
+        live_room = self.rooms.get(stream_id)
+        live_ids = [s.stream_id for s in live_room.live_streams()] if live_room is not None else []
+        if record is not None:
+            view = dataclasses.replace(record)
+        else:
+            view = StreamRecord(
+                stream_id=stream_id,
+                name=stream_id,
+                date=room_record.start_date * 1000,
+                planned_start_date=room_record.start_date,
+                planned_end_date=room_record.end_date,
+                zombi=room_record.zombi,
+            )
+        view.sub_track_stream_ids = live_ids if live_only else list(room_record.room_stream_list)
+        if live_ids and view.status not in LIVE_STATUSES:
+            view.status = "broadcasting"
+        return view
+
+    async def subtracks(self, room_id: str, *, role: str = "", status: str = "") -> list[StreamRecord]:
+        """The member streams of a room: the live ones (oldest first), then the others it lists."""
+        live_room = self.rooms.get(room_id)
+        room_record = await self.rooms.record(room_id)
+        ids = [s.stream_id for s in live_room.live_streams()] if live_room is not None else []
+        ids += [i for i in (room_record.room_stream_list if room_record else []) if i not in ids]
+        out = []
+        for stream_id in ids:
+            record = await self.record(stream_id)
+            if record is None or (role and record.role != role) or (status and record.status != status):
+                continue
+            out.append(dataclasses.replace(record))
+        return out
+
+    async def add_subtrack(self, room_id: str, stream_id: str) -> None:
+        """REST: `stream_id` becomes a member stream of main track `room_id`."""
+        if not room_id or not stream_id:
+            raise BadRequest("Room id or stream id is empty")
+        if await self.rooms.ensure_record(room_id) is None:
+            raise NotFound(f"There is no stream with id:{room_id} as mainTrack")
+        limit = await self._limit(room_id, "subtracks_limit")
+        live_room = self.rooms.get(room_id)
+        active = len(live_room.live_streams()) if live_room is not None else 0
+        if 0 <= limit <= active:
+            raise SubtrackLimitReached(f"Subtrack limit is reached for the main track:{room_id}")
+        sub = await self.record(stream_id)
+        if sub is not None:
+            sub.main_track_stream_id = room_id
+            await self.save(sub)
+        await self.rooms.set_stream(room_id, stream_id, present=True)
+
+    async def remove_subtrack(self, room_id: str, stream_id: str) -> None:
+        if not room_id or not stream_id:
+            raise BadRequest("Room id or stream id is empty")
+        if not await self.rooms.set_stream(room_id, stream_id, present=False):
+            raise NotFound(f"Subtrack({stream_id}) is not removed from mainTrack:{room_id}")
+        sub = await self.record(stream_id)
+        if sub is not None and sub.main_track_stream_id == room_id:
+            sub.main_track_stream_id = ""
+            await self.save(sub)
+
+    async def update_metadata(self, stream_id: str, metadata: str) -> None:
+        """A stream's `metaData` (a live member's, as its room sees it, too)."""
+        stream = self.live.get(stream_id)
+        record = stream.record if stream is not None else await self.ctx.store.get_stream(self.ctx.app, stream_id)
+        if record is None:
+            raise NotFound(f"stream {stream_id} does not exist")
+        record.meta_data = metadata
+        if stream is not None:
+            stream.metadata = metadata
+            live_room = self.rooms.get(stream.room) if stream.room else None
+            member = live_room.members.get(stream_id) if live_room is not None else None
+            if member is not None:
+                member.metadata = metadata
+        await self.save(record)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -311,4 +473,18 @@ class Streams(Mapping[str, Stream]):
         return [s.dump() for s in self.live.values()]
 
 
-__all__ = ["Streams"]
+def check_planned(record: StreamRecord, now: float | None = None) -> None:
+    """A stream with planned dates publishes only between them (0: no bound)."""
+    now = time.time() if now is None else now
+    if record.planned_start_date and now < record.planned_start_date:
+        raise StreamNotActive(f"stream {record.stream_id} starts at {record.planned_start_date}")
+    if record.planned_end_date and now > record.planned_end_date:
+        raise StreamNotActive(f"stream {record.stream_id} ended at {record.planned_end_date}")
+
+
+def check_viewers(stream_id: str, limit: int, viewers: int) -> None:
+    if 0 <= limit <= viewers:
+        raise ViewerLimitReached(f"{stream_id} has {viewers} viewers, its limit")
+
+
+__all__ = ["Streams", "check_planned", "check_viewers"]

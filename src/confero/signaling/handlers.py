@@ -35,6 +35,7 @@ async def publish(client: Client, send: Send, cmd: m.Publish) -> None:
         name=cmd.stream_name,
         room=cmd.main_track,
         metadata=metadata_text(cmd.meta_data),
+        role=cmd.role,
         token=cmd.token,
     )
     send(m.Start(stream_id=cmd.stream_id))
@@ -72,6 +73,33 @@ async def join_room(client: Client, send: Send, cmd: m.JoinRoom) -> None:
             max_track_count=-1,
         )
     )
+
+
+async def get_broadcast_object(client: Client, send: Send, cmd: m.GetBroadcastObject) -> None:
+    record, viewers = await client.broadcast_object(cmd.stream_id)
+    send(
+        m.BroadcastObject(
+            definition="broadcastObject", stream_id=cmd.stream_id, broadcast=wire.broadcast_json(record, viewers)
+        )
+    )
+
+
+async def get_subtracks(client: Client, send: Send, cmd: m.GetSubtracks) -> None:
+    offset = cmd.offset if cmd.offset is not None else 0
+    size = cmd.size if cmd.size is not None else 50
+    found = await client.subtracks(cmd.stream_id, offset, size, role=cmd.role or "")
+    send(
+        m.SubtrackList(
+            definition="subtrackList",
+            stream_id=cmd.stream_id,
+            subtrack_list=[wire.broadcast_json(r, client.viewer_count(r.stream_id)) for r in found],
+        )
+    )
+
+
+async def get_subtracks_count(client: Client, send: Send, cmd: m.GetSubtracksCount) -> None:
+    count = await client.subtracks_count(cmd.stream_id, role=cmd.role or "", status=cmd.status or "")
+    send(m.SubtrackCount(definition="subtrackCount", stream_id=cmd.stream_id, count=count))
 
 
 def ice_servers(settings: AppSettings) -> m.IceServerConfig:
@@ -180,6 +208,14 @@ async def handle(client: Client, settings: AppSettings, send: Send, command: m.C
         case m.SendPushNotification():
             logger.info("%s sendPushNotification: no push service", client.remote)
             send(wire.push_refused("sendPushNotification"))
+        case m.GetBroadcastObject():
+            await get_broadcast_object(client, send, command)
+        case m.UpdateStreamMetaData():
+            await client.update_metadata(command.stream_id, metadata_text(command.meta_data))
+        case m.GetSubtracks():
+            await get_subtracks(client, send, command)
+        case m.GetSubtracksCount():
+            await get_subtracks_count(client, send, command)
         case _:
             raise TypeError(f"no handler for {type(command).__name__}")
 

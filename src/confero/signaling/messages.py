@@ -179,6 +179,28 @@ class SendPushNotification(Command):
     topic: str = ""
 
 
+# getBroadcastObject / updateStreamMetaData / getSubtracks / getSubtracksCount (rooms as main tracks)
+
+
+class GetBroadcastObject(Command):
+    pass
+
+
+class UpdateStreamMetaData(Command):
+    meta_data: str | dict[str, Any] | None = None
+
+
+class GetSubtracks(Command):
+    role: str | None = None
+    offset: int | None = None
+    size: int | None = None
+
+
+class GetSubtracksCount(Command):
+    role: str | None = None
+    status: str | None = None
+
+
 COMMANDS: dict[str, type[Command]] = {
     "ping": Ping,
     "getIceServerConfig": GetIceServerConfig,
@@ -196,6 +218,10 @@ COMMANDS: dict[str, type[Command]] = {
     "join": Join,
     "leave": Leave,
     "peerMessageCommand": PeerMessageCommand,
+    "getBroadcastObject": GetBroadcastObject,
+    "updateStreamMetaData": UpdateStreamMetaData,
+    "getSubtracks": GetSubtracks,
+    "getSubtracksCount": GetSubtracksCount,
     "setMaxVideoTrackCountCommand": SetMaxVideoTrackCount,
     "getVideoTrackAssignmentsCommand": GetVideoTrackAssignments,
     "assignVideoTrackCommand": AssignVideoTrack,
@@ -358,6 +384,72 @@ class TrackList(Message, tag="trackList"):
     track_list: list[str]
 
 
+# -- rooms as main tracks: broadcastObject, subtrackList, subtrackCount, subtrackAdded/Removed
+
+
+class Broadcast(msgspec.Struct, kw_only=True):
+    """Ant Media's Broadcast JSON, as `broadcastObject` and `subtrackList` carry it (a string).
+
+    The same fields as the REST Broadcast (`api/schemas.py`); a unit test keeps the two alike.
+    """
+
+    streamId: str = ""
+    status: str = "created"
+    type: str = "liveStream"
+    publishType: str = "WebRTC"
+    name: str = ""
+    description: str = ""
+    publish: bool = True
+    date: int = 0
+    plannedStartDate: int = 0
+    plannedEndDate: int = 0
+    duration: int = 0
+    publicStream: bool = True
+    originAdress: str = ""
+    mainTrackStreamId: str = ""
+    subTrackStreamIds: list[str] = []
+    metaData: str = ""
+    role: str = ""
+    webRTCViewerCount: int = 0
+    hlsViewerCount: int = 0
+    rtmpViewerCount: int = 0
+    startTime: int = 0
+    updateTime: int = 0
+    webRTCViewerLimit: int = -1
+    subtracksLimit: int = -1
+    zombi: bool = False
+    absoluteStartTimeMs: int = 0
+    userAgent: str = "N/A"
+    remoteIp: str = ""
+    conferenceMode: str = ""
+    virtual: bool = False
+    listenerHookURL: str = ""
+
+
+class BroadcastObject(Message, tag="notification"):
+    definition: str
+    stream_id: str
+    broadcast: str
+
+
+class SubtrackList(Message, tag="notification"):
+    definition: str
+    stream_id: str
+    subtrack_list: list[str]
+
+
+class SubtrackCount(Message, tag="notification"):
+    definition: str
+    stream_id: str
+    count: int
+
+
+class SubtrackNotification(Message, tag="notification"):
+    definition: str
+    stream_id: str
+    track_id: str
+
+
 # -- signal: replies to the commands above, and the shutdown notice --------------------------
 
 
@@ -443,6 +535,11 @@ class Raw:
 
 
 _encoder = msgspec.json.Encoder()
+
+
+def encode_broadcast(broadcast: Broadcast) -> str:
+    """A Broadcast as the JSON string Ant Media puts in `broadcast` / `subtrackList`."""
+    return _encoder.encode(broadcast).decode()
 
 
 def encode(message: Message | Raw) -> str:

@@ -13,6 +13,7 @@ from confero.domain import events
 from confero.domain.results import DebugInfo, LegStats, StreamSummary, SubscriberInfo
 from confero.media import types as media
 from confero.signaling import messages as m
+from confero.store import StreamRecord
 
 #: Refusal type -> Ant Media's `definition`; the first match in this order wins (subclasses first).
 DEFINITIONS: tuple[tuple[type[BaseException], str], ...] = (
@@ -26,6 +27,9 @@ DEFINITIONS: tuple[tuple[type[BaseException], str], ...] = (
     (errors.InUse, "streamIdInUse"),
     (errors.NotFound, "no_stream_exist"),
     (errors.RoomNotActive, "room_not_active_or_expired"),
+    (errors.StreamNotActive, "stream_not_active_or_expired"),
+    (errors.ViewerLimitReached, "viewerLimitReached"),
+    (errors.SubtrackLimitReached, "main_track_has_max_subtrack_count__not_allowed_to_add_more_subtracks"),
     (errors.Unauthorized, "unauthorized_access"),
     (errors.Forbidden, "unauthorized_access"),
     (errors.ShuttingDown, "server_will_stop"),
@@ -107,6 +111,10 @@ def event_message(event: events.Event) -> m.Message | m.Raw:
             return m.Notification(definition="streamJoined", stream_id=stream_id, room=room, room_name=room)
         case events.StreamLeft(stream_id, room):
             return m.Notification(definition="streamLeaved", stream_id=stream_id, room=room, room_name=room)
+        case events.SubtrackAdded(room, track_id):
+            return m.SubtrackNotification(definition="subtrackAdded", stream_id=room, track_id=track_id)
+        case events.SubtrackRemoved(room, track_id):
+            return m.SubtrackNotification(definition="subtrackRemoved", stream_id=room, track_id=track_id)
         case events.LeftRoom(room, stream_id):
             return left_room(room, stream_id)
         case events.PeerJoined(stream_id):
@@ -208,3 +216,41 @@ def debug_info(info: DebugInfo) -> m.DebugInfo:
             audio_codec=info.info.audio_codec,
         )
     return m.DebugInfo(definition="debugInfo", stream_id=info.stream_id, debug_info=_json.encode(body).decode())
+
+
+# -- rooms as main tracks ------------------------------------------------------------------------
+
+
+def broadcast_json(record: StreamRecord, viewers: int = 0) -> str:
+    """A stream's (or a room's) record as the Broadcast JSON string of `broadcastObject`."""
+    return m.encode_broadcast(
+        m.Broadcast(
+            streamId=record.stream_id,
+            status=record.status,
+            type=record.type,
+            publishType=record.publish_type,
+            name=record.name,
+            description=record.description,
+            date=record.date,
+            plannedStartDate=record.planned_start_date,
+            plannedEndDate=record.planned_end_date,
+            duration=record.duration,
+            publicStream=record.public_stream,
+            originAdress=record.origin_address,
+            mainTrackStreamId=record.main_track_stream_id,
+            subTrackStreamIds=list(record.sub_track_stream_ids),
+            metaData=record.meta_data,
+            role=record.role,
+            webRTCViewerCount=viewers,
+            startTime=record.start_time,
+            updateTime=record.update_time,
+            webRTCViewerLimit=record.webrtc_viewer_limit,
+            subtracksLimit=record.subtracks_limit,
+            zombi=record.zombi,
+            absoluteStartTimeMs=record.absolute_start_time_ms,
+            userAgent=record.user_agent,
+            remoteIp=record.remote_ip,
+            virtual=bool(record.sub_track_stream_ids),
+            listenerHookURL=record.listener_hook_url,
+        )
+    )

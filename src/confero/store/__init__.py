@@ -2,6 +2,7 @@
 
 from .base import (
     LIVE_STATUSES,
+    SORT_FIELDS,
     RoomRecord,
     Store,
     StreamRecord,
@@ -15,6 +16,7 @@ from .sqlite import SqliteStore
 
 __all__ = [
     "LIVE_STATUSES",
+    "SORT_FIELDS",
     "MemoryStore",
     "RoomRecord",
     "SqliteStore",

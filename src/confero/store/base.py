@@ -16,6 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "LIVE_STATUSES",
+    "SORT_FIELDS",
     "RoomRecord",
     "Store",
     "StreamRecord",
@@ -27,6 +28,9 @@ __all__ = [
 
 StreamStatus = Literal["created", "broadcasting", "finished", "preparing"]
 TokenType = Literal["play", "publish"]
+
+#: Stream fields a list may be sorted by (REST `sort_by`), as record attributes.
+SORT_FIELDS: dict[str, str] = {"name": "name", "date": "date", "status": "status"}
 
 #: Statuses that mean "a publisher is (or was about to be) live".
 LIVE_STATUSES: tuple[str, ...] = ("broadcasting", "preparing")
@@ -72,7 +76,9 @@ class StreamRecord:
 
 @dataclass
 class RoomRecord:
-    """A conference room (AMS "ConferenceRoom"). Dates are unix seconds."""
+    """A conference room (AMS "ConferenceRoom", and a main-track Broadcast). Dates are unix
+    seconds; `end_date` 0 means the window has no end. A `zombi` room was created by a join or
+    a publish with `mainTrack`, and is removed when it empties."""
 
     room_id: str
     start_date: int = 0
@@ -80,6 +86,7 @@ class RoomRecord:
     mode: str = "legacy"
     room_stream_list: list[str] = field(default_factory=list)
     origin_address: str = ""
+    zombi: bool = False
 
 
 @dataclass
@@ -123,7 +130,16 @@ class Store(Protocol):
 
     async def delete_stream(self, app: str, stream_id: str) -> bool: ...
 
-    async def list_streams(self, app: str, offset: int, size: int) -> list[StreamRecord]: ...
+    async def list_streams(
+        self, app: str, offset: int, size: int, *, search: str = "", sort_by: str = "", order: str = "asc"
+    ) -> list[StreamRecord]:
+        """A page of streams; `search` keeps those whose id or name contains it (any case);
+        `sort_by` is one of `SORT_FIELDS` (else the default order), `order` "asc" or "desc"."""
+        ...
+
+    async def count_streams(self, app: str, search: str = "") -> int:
+        """How many streams `list_streams` would page through with this `search`."""
+        ...
 
     async def mark_all_finished(self, app: str | None = None) -> int:
         """Set every broadcasting/preparing stream to finished (all apps if `app` is None).

@@ -12,7 +12,7 @@ import copy
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-from .base import LIVE_STATUSES, RoomRecord, StreamRecord, TokenRecord
+from .base import LIVE_STATUSES, SORT_FIELDS, RoomRecord, StreamRecord, TokenRecord
 
 __all__ = ["MemoryStore"]
 
@@ -25,6 +25,11 @@ def _page(items: Iterable[_R], key: Callable[[_R], Any], offset: int, size: int)
         return []
     offset = max(offset, 0)
     return [copy.deepcopy(r) for r in sorted(items, key=key)[offset : offset + size]]
+
+
+def _matching(records: Iterable[StreamRecord], search: str) -> list[StreamRecord]:
+    needle = search.lower()
+    return [r for r in records if needle in r.stream_id.lower() or needle in r.name.lower()]
 
 
 async def _ready(value: _T) -> _T:
@@ -68,10 +73,20 @@ class MemoryStore:
     def delete_stream(self, app: str, stream_id: str) -> Coroutine[Any, Any, bool]:
         return self._pop(self._streams, app, stream_id)
 
-    def list_streams(self, app: str, offset: int, size: int) -> Coroutine[Any, Any, list[StreamRecord]]:
+    def list_streams(
+        self, app: str, offset: int, size: int, *, search: str = "", sort_by: str = "", order: str = "asc"
+    ) -> Coroutine[Any, Any, list[StreamRecord]]:
         self._check()
-        items = self._streams.get(app, {}).values()
-        return _ready(_page(items, lambda r: (r.date, r.stream_id), offset, size))
+        items = _matching(self._streams.get(app, {}).values(), search)
+        column = SORT_FIELDS.get(sort_by)
+        if column is None:
+            return _ready(_page(items, lambda r: (r.date, r.stream_id), offset, size))
+        ordered = sorted(items, key=lambda r: (getattr(r, column), r.stream_id), reverse=order == "desc")
+        return _ready(_page(ordered, lambda r: 0, offset, size))
+
+    def count_streams(self, app: str, search: str = "") -> Coroutine[Any, Any, int]:
+        self._check()
+        return _ready(len(_matching(self._streams.get(app, {}).values(), search)))
 
     def mark_all_finished(self, app: str | None = None) -> Coroutine[Any, Any, int]:
         self._check()

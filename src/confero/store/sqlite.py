@@ -36,7 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Generic, TypeVar, get_type_hints
 
-from .base import LIVE_STATUSES, RoomRecord, StreamRecord, TokenRecord
+from .base import LIVE_STATUSES, SORT_FIELDS, RoomRecord, StreamRecord, TokenRecord
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -291,13 +291,13 @@ class SqliteStore:
         return self._call(lambda conn: conn.execute(sql, (app, key)).rowcount)
 
     def _list(
-        self, codec: _Codec[_R], app: str, offset: int, size: int, where: str = "", *args: object
+        self, codec: _Codec[_R], app: str, offset: int, size: int, where: str = "", *args: object, order: str = ""
     ) -> Coroutine[Any, Any, list[_R]]:
         if self._closed:
             raise RuntimeError("store is closed")
         if size <= 0:
             return _ready([])
-        sql = f"{codec.select} WHERE app = ? {where} ORDER BY {codec.order} LIMIT ? OFFSET ?"
+        sql = f"{codec.select} WHERE app = ? {where} ORDER BY {order or codec.order} LIMIT ? OFFSET ?"
         params = (app, *args, size, max(offset, 0))
         return self._call(lambda conn: self._decode_rows(codec, conn.execute(sql, params).fetchall()))
 
@@ -311,8 +311,20 @@ class SqliteStore:
     def delete_stream(self, app: str, stream_id: str) -> Coroutine[Any, Any, bool]:
         return _existed(self._delete("streams", "stream_id", app, stream_id))
 
-    def list_streams(self, app: str, offset: int, size: int) -> Coroutine[Any, Any, list[StreamRecord]]:
-        return self._list(_STREAMS, app, offset, size)
+    def list_streams(
+        self, app: str, offset: int, size: int, *, search: str = "", sort_by: str = "", order: str = "asc"
+    ) -> Coroutine[Any, Any, list[StreamRecord]]:
+        column = SORT_FIELDS.get(sort_by)
+        direction = "DESC" if order == "desc" else "ASC"
+        by = f"{column} {direction}, stream_id {direction}" if column else ""
+        if not search:
+            return self._list(_STREAMS, app, offset, size, order=by)
+        return self._list(_STREAMS, app, offset, size, _SEARCH, *_like(search), order=by)
+
+    def count_streams(self, app: str, search: str = "") -> Coroutine[Any, Any, int]:
+        sql = f"SELECT COUNT(*) FROM streams WHERE app = ? {_SEARCH if search else ''}"
+        params = (app, *_like(search)) if search else (app,)
+        return self._call(lambda conn: int(conn.execute(sql, params).fetchone()[0]))
 
     def mark_all_finished(self, app: str | None = None) -> Coroutine[Any, Any, int]:
         marks = ", ".join("?" for _ in LIVE_STATUSES)
@@ -376,6 +388,15 @@ class SqliteStore:
 
     def dump(self) -> Coroutine[Any, Any, dict[str, int]]:
         return self._call(self._dump)
+
+
+_SEARCH = r"AND (lower(stream_id) LIKE ? ESCAPE '\' OR lower(name) LIKE ? ESCAPE '\')"
+
+
+def _like(search: str) -> tuple[str, str]:
+    """`search` as a case-insensitive LIKE pattern for "contains", its wildcards escaped."""
+    escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%", f"%{escaped}%"
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
