@@ -88,15 +88,15 @@ def test_the_websocket_broadcast_is_the_rest_broadcast() -> None:
 
 def test_settings_keep_keys_confero_does_not_use() -> None:
     settings = AppSettings()
-    settings.update({"maxVideoTrackCount": 6, "dataChannelEnabled": False})
-    assert settings.to_dict()["maxVideoTrackCount"] == 6 and settings.dataChannelEnabled is False
+    settings.update({"webRTCClientStartTimeoutMs": 6, "dataChannelEnabled": False})
+    assert settings.to_dict()["webRTCClientStartTimeoutMs"] == 6 and settings.dataChannelEnabled is False
     with pytest.raises(SettingsError):
         settings.update({"dataChannelEnabled": "maybe", "other": 1})
     assert "other" not in settings.to_dict()
     with pytest.raises(SettingsError):
         settings.update({"bad key!": 1})
     with pytest.raises(SettingsError):  # the file still refuses what it does not know
-        AppSettings.from_mapping("x", {"maxVideoTrackCount": 6})
+        AppSettings.from_mapping("x", {"webRTCClientStartTimeoutMs": 6})
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
