@@ -14,7 +14,7 @@ from aiortc import RTCDataChannel
 
 from confero.server import Server
 from tests.support import eventually
-from tests.support.amsclient import AmsError, AmsSocket, Player, Publisher
+from tests.support.amsclient import AmsError, AmsSocket, Player, Publisher, chat
 from tests.support.clients import Clients as BaseClients
 
 pytestmark = pytest.mark.integration
@@ -194,15 +194,6 @@ async def test_rest_send_data(server: Server, clients: Clients, http: aiohttp.Cl
     for received in [at_publisher, *(p.data_messages for p in players)]:
         assert len(received[-1]) == LIMIT
     assert len(at_publisher) == 3
-
-
-def chat(player: Player) -> list[str | bytes]:
-    """A room play's data without the server's own events (VIDEO_TRACK_ASSIGNMENT_LIST, ...)."""
-    return [
-        m
-        for m in player.data_messages
-        if not (isinstance(m, str) and m.startswith('{"streamId"') and '"eventType"' in m)
-    ]
 
 
 async def test_room_chat_multitrack_flow(server: Server, clients: Clients) -> None:

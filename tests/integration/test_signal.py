@@ -12,7 +12,7 @@ from aiortc import RTCDataChannel
 
 from confero.server import Server
 from tests.support import eventually
-from tests.support.amsclient import AmsSocket, Player, Publisher
+from tests.support.amsclient import AmsSocket, Player, Publisher, chat
 from tests.support.clients import Clients
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ async def test_a_room_member_publishing_data_only(server: Server, clients: Clien
     await alice_sock.wait_for(definition="streamJoined", stream_id="bob", timeout=10)
     assert alice.channel is not None
     alice.channel.send("hello room")
-    await eventually(lambda: bob_play.data_messages == ["hello room"], timeout=10, what="alice's data in the room")
+    await eventually(lambda: chat(bob_play) == ["hello room"], timeout=10, what="alice's data in the room")
     await bob_sock.send({"command": "getRoomInfo", "room": "room1", "streamId": "bob"})
     info = await bob_sock.wait_for("roomInformation", timeout=5)
     assert info["streams"] == ["alice"]

@@ -1595,3 +1595,12 @@ class PeerClient:
                 await pump
         await self._close_pc()
         await self.counter.aclose()
+
+
+def chat(player: Player) -> list[str | bytes]:
+    """A room play's data without the server's own events (VIDEO_TRACK_ASSIGNMENT_LIST, ...)."""
+    return [
+        m
+        for m in player.data_messages
+        if not (isinstance(m, str) and m.startswith('{"streamId"') and '"eventType"' in m)
+    ]
