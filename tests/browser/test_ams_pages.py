@@ -172,14 +172,18 @@ async def test_streamapp_conference_three_tabs(server: Server, context: object, 
 
 @needs_streamapp
 async def test_streamapp_player_shows_resolution(server: Server, context: object, site: str, clients: Clients) -> None:
-    """StreamApp's player.html asks getStreamInfo and shows the stream's real resolution."""
+    """StreamApp's player.html asks getStreamInfo and lists the stream's real height (the test
+    publisher sends 320x240) in its quality menu."""
     sock = await clients.socket()
     await clients.publisher(sock, "resstream").start()
     page = await open_page(context, f"{site}/player.html?id=resstream&playOrder=webrtc")
     try:
+        await page.wait_for_selector("#start_play_button:not([disabled])", timeout=20000)
+        await page.click("#start_play_button")
 
         async def shown() -> bool:
-            return bool(await page.evaluate("document.body.innerText.includes('640x480')"))
+            menu = await page.evaluate("document.querySelector('.dropdown-menu')?.innerText || ''")
+            return "240p" in menu
 
         await eventually(shown, timeout=30, what="the resolution on the page")
     finally:

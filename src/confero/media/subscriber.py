@@ -169,6 +169,10 @@ class Subscriber(Peer):
             if slot.label == label and slot.active:
                 slot.active = False
                 slot.transceiver.direction = "inactive"
+                # The m-line stays (inactive) but gives up its `a=msid` track id: a member who
+                # comes back under the same label gets a new m-line with that id, and a browser
+                # refuses an offer where two m-lines name one track.
+                slot.transceiver.sender.replaceTrack(IdleTrack(slot.uptrack.kind))
                 removed = True
                 downtrack, slot.downtrack = slot.downtrack, None
                 if downtrack is not None:
