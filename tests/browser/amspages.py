@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,25 @@ EXTERNAL_JS = {
 }
 EXTERNAL_CSS = {"bootstrap4/bootstrap.min.css": "bootstrap/dist/css/bootstrap.min.css"}
 
+#: What some pages load from a CDN (the tests have no Internet) <- the same library from npm.
+CDN = {
+    "https://cdn.jsdelivr.net/npm/chart.js": "chart.js/dist/chart.umd.min.js",
+}
+
 STREAMAPP_ENV = "CONFERO_STREAMAPP_WEBAPP"
+
+
+async def route_cdn(context: object) -> None:
+    """Answer the pages' CDN requests with the npm copies (`CDN`), unchanged."""
+
+    def answer(body: bytes) -> Callable[[object], Awaitable[None]]:
+        async def fulfil(route: object) -> None:
+            await route.fulfill(body=body, content_type="text/javascript")  # type: ignore[attr-defined]
+
+        return fulfil
+
+    for url, source in CDN.items():
+        await context.route(url, answer((NODE / source).read_bytes()))  # type: ignore[attr-defined]
 
 
 def streamapp_dir() -> Path | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from confero.server import Server
-from tests.browser.amspages import STREAMAPP_ENV, build_site, streamapp_dir
+from tests.browser.amspages import STREAMAPP_ENV, build_site, route_cdn, streamapp_dir
 from tests.browser.conftest import artifact
 from tests.support import eventually
 from tests.support.clients import Clients
@@ -28,8 +28,9 @@ needs_streamapp = pytest.mark.skipif(
 
 
 @pytest.fixture
-async def site(server: Server, tmp_path: Path) -> AsyncIterator[str]:
-    """The sample site as `APP`'s webRoot; the base URL of the application."""
+async def site(server: Server, context: object, tmp_path: Path) -> AsyncIterator[str]:
+    """The sample site as `APP`'s webRoot (and its CDN libraries from npm); the application's URL."""
+    await route_cdn(context)
     root = build_site(tmp_path / "site")
     server.settings.app(APP).webRoot = str(root)
     yield f"http://127.0.0.1:{server.port}/{APP}"
@@ -38,8 +39,11 @@ async def site(server: Server, tmp_path: Path) -> AsyncIterator[str]:
 async def open_page(context: object, url: str) -> object:
     page = await context.new_page()  # type: ignore[attr-defined]
     errors: list[str] = []
+    console: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: console.append(msg.text))
     page.errors = errors
+    page.console = console
     await page.goto(url)
     return page
 
@@ -185,6 +189,10 @@ async def test_streamapp_player_shows_resolution(server: Server, context: object
             menu = await page.evaluate("document.querySelector('.dropdown-menu')?.innerText || ''")
             return "240p" in menu
 
-        await eventually(shown, timeout=30, what="the resolution on the page")
+        await eventually(
+            shown,
+            timeout=30,
+            what=lambda: f"240p in the quality menu; console: {page.console[-15:]}",  # type: ignore[attr-defined]
+        )
     finally:
         await page.close()
