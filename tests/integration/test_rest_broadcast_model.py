@@ -210,6 +210,23 @@ async def test_statistics_client_stats_and_stop(server: Server, http: aiohttp.Cl
             assert status == 200 and stats["totalWebRTCWatchersCount"] == 1
             status, clients = await call(http, "GET", "/broadcasts/live1/webrtc-client-stats/0/10")
             assert status == 200 and len(clients) == 1 and clients[0]["clientId"] == 0
+            infos: list[dict[str, Any]] = []
+
+            async def sized() -> bool:
+                nonlocal infos
+                _, infos = await call(http, "GET", "/broadcasts/live1/stream-info")
+                return bool(infos) and infos[0]["videoHeight"] > 0
+
+            await eventually(sized, timeout=10, what=lambda: f"the stream's size in {infos}")
+            assert infos == [
+                {
+                    "videoHeight": 240,
+                    "videoWidth": 320,
+                    "videoBitrate": infos[0]["videoBitrate"],
+                    "audioBitrate": infos[0]["audioBitrate"],
+                    "videoCodec": "VP8",
+                }
+            ]
             status, total = await call(http, "GET", "/broadcasts/total-broadcast-statistics")
             assert total["totalWebRTCWatchersCount"] == 1 and total["activeLiveStreamCount"] == 1
             status, body = await call(http, "POST", "/broadcasts/live1/stop")
@@ -223,6 +240,7 @@ async def test_statistics_client_stats_and_stop(server: Server, http: aiohttp.Cl
     assert status == 200 and stats["totalWebRTCWatchersCount"] == -1
     status, body = await call(http, "POST", "/broadcasts/nope/stop")
     assert status == 404 and body["success"] is False
+    assert await call(http, "GET", "/broadcasts/nope/stream-info") == (200, [])
 
 
 async def test_settings_keep_ant_media_keys_confero_does_not_use(http: aiohttp.ClientSession) -> None:

@@ -14,6 +14,7 @@ from confero.api.schemas import (
     LIST_QUERY,
     SUBTRACK_QUERY,
     AppBroadcastStatistics,
+    BasicStreamInfo,
     BroadcastIn,
     BroadcastStatistics,
     Result,
@@ -156,6 +157,16 @@ async def statistics(request: web.Request, app: Application) -> web.Response:
     if await app.streams.broadcast(stream_id) is None:
         return json_response(BroadcastStatistics(-1, -1, -1, -1))
     return json_response(BroadcastStatistics(0, 0, app.streams.viewer_count(stream_id), 0))
+
+
+async def stream_info(request: web.Request, app: Application) -> web.Response:
+    """The live stream's one layer (its size from the keyframes); [] when it is not streaming."""
+    try:
+        info = app.streams.info(request.match_info["stream_id"])
+    except NotFound:
+        return json_response([])
+    codec = info.video_codec.upper() or None
+    return json_response([BasicStreamInfo(info.height, info.width, info.video_bitrate, info.audio_bitrate, codec)])
 
 
 async def total_statistics(request: web.Request, app: Application) -> web.Response:

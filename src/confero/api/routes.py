@@ -90,6 +90,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_delete(base + "/{stream_id}/subtrack", bind(broadcasts.remove_subtrack))
     router.add_post(base + "/{stream_id}/stop", bind(broadcasts.stop))
     router.add_get(base + "/{stream_id}/broadcast-statistics", bind(broadcasts.statistics))
+    router.add_get(base + "/{stream_id}/stream-info", bind(broadcasts.stream_info))
     router.add_get(base + "/{stream_id}/webrtc-client-stats/{offset}/{size}", bind(broadcasts.client_stats))
     # Single-segment paths before /broadcasts/{stream_id}, which would take them as ids.
     router.add_post(base + "/create", bind(broadcasts.create))

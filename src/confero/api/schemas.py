@@ -210,6 +210,16 @@ class SimpleStat(msgspec.Struct):
     number: int
 
 
+class BasicStreamInfo(msgspec.Struct):
+    """One entry of `GET /broadcasts/{id}/stream-info` (Ant Media's BasicStreamInfo)."""
+
+    videoHeight: int
+    videoWidth: int
+    videoBitrate: int
+    audioBitrate: int
+    videoCodec: str | None
+
+
 class BroadcastStatistics(msgspec.Struct):
     totalRTMPWatchersCount: int
     totalHLSWatchersCount: int
