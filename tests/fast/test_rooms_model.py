@@ -5,14 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from confero import errors
-from confero.api import schemas
 from confero.domain import events
 from confero.settings import AppSettings, SettingsError
-from confero.signaling import messages
 from confero.store import MemoryStore, RoomRecord, SqliteStore, StreamRecord
 from tests.fast.test_domain import APP, World, until
 from tests.fast.test_domain import world as world
@@ -77,13 +74,6 @@ async def test_limits_and_planned_dates(world: World) -> None:
     viewer, _ = world.client()
     with pytest.raises(errors.ViewerLimitReached):
         await viewer.play("solo")
-
-
-def test_the_websocket_broadcast_is_the_rest_broadcast() -> None:
-    """Two schemas (signaling and api may not import each other), one shape."""
-    rest = msgspec.json.decode(msgspec.json.encode(schemas.Broadcast()))
-    ws = msgspec.json.decode(messages.encode_broadcast(messages.Broadcast()))
-    assert rest == ws
 
 
 def test_settings_keep_keys_confero_does_not_use() -> None:

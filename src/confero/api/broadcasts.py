@@ -22,9 +22,9 @@ from confero.api.schemas import (
     Version,
     WebRTCClientStats,
     apply_broadcast,
-    broadcast_from_record,
     encoder,
 )
+from confero.broadcast_json import broadcast_from_record
 from confero.domain.application import Application
 from confero.errors import BadRequest, InvalidStreamId, MissingStreamId, NotFound
 from confero.store import StreamRecord

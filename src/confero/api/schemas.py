@@ -1,4 +1,5 @@
-"""Ant Media's REST JSON shapes (Broadcast, Result) and their mapping to store records.
+"""Ant Media's REST JSON shapes (Result, ConferenceRoom, ...; the Broadcast is in
+`confero.broadcast_json`, shared with the WebSocket) and their mapping to store records.
 
 With `signaling/messages.py`, the only place where the wire's camelCase names appear.
 """
@@ -18,42 +19,6 @@ class Result(msgspec.Struct):
     message: str = ""
     dataId: str = ""
     errorId: int = 0
-
-
-class Broadcast(msgspec.Struct, kw_only=True):
-    """Ant Media's Broadcast object (the fields Confero keeps; others default)."""
-
-    streamId: str = ""
-    status: str = "created"
-    type: str = "liveStream"
-    publishType: str = "WebRTC"
-    name: str = ""
-    description: str = ""
-    publish: bool = True
-    date: int = 0
-    plannedStartDate: int = 0
-    plannedEndDate: int = 0
-    duration: int = 0
-    publicStream: bool = True
-    originAdress: str = ""
-    mainTrackStreamId: str = ""
-    subTrackStreamIds: list[str] = []
-    metaData: str = ""
-    role: str = ""
-    webRTCViewerCount: int = 0
-    hlsViewerCount: int = 0
-    rtmpViewerCount: int = 0
-    startTime: int = 0
-    updateTime: int = 0
-    webRTCViewerLimit: int = -1
-    subtracksLimit: int = -1
-    zombi: bool = False
-    absoluteStartTimeMs: int = 0
-    userAgent: str = "N/A"
-    remoteIp: str = ""
-    conferenceMode: str = ""
-    virtual: bool = False
-    listenerHookURL: str = ""
 
 
 class BroadcastIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -77,38 +42,6 @@ class BroadcastIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     webRTCViewerLimit: int | None = None
     listenerHookURL: str | None = None
     subTrackStreamIds: list[str] | None = None
-
-
-def broadcast_from_record(record: StreamRecord, viewers: int = 0) -> Broadcast:
-    return Broadcast(
-        streamId=record.stream_id,
-        status=record.status,
-        type=record.type,
-        publishType=record.publish_type,
-        name=record.name,
-        description=record.description,
-        date=record.date,
-        plannedStartDate=record.planned_start_date,
-        plannedEndDate=record.planned_end_date,
-        duration=record.duration,
-        publicStream=record.public_stream,
-        originAdress=record.origin_address,
-        mainTrackStreamId=record.main_track_stream_id,
-        subTrackStreamIds=list(record.sub_track_stream_ids),
-        metaData=record.meta_data,
-        role=record.role,
-        webRTCViewerCount=viewers,
-        startTime=record.start_time,
-        updateTime=record.update_time,
-        webRTCViewerLimit=record.webrtc_viewer_limit,
-        subtracksLimit=record.subtracks_limit,
-        zombi=record.zombi,
-        absoluteStartTimeMs=record.absolute_start_time_ms,
-        userAgent=record.user_agent,
-        remoteIp=record.remote_ip,
-        virtual=bool(record.sub_track_stream_ids),
-        listenerHookURL=record.listener_hook_url,
-    )
 
 
 #: BroadcastIn field -> StreamRecord attribute, for the fields a create or an update may set.

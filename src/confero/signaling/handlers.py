@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from confero.broadcast_json import broadcast_json
 from confero.domain.client import Client
 from confero.domain.ids import check_stream_id
 from confero.settings import AppSettings
@@ -79,7 +80,7 @@ async def get_broadcast_object(client: Client, send: Send, cmd: m.GetBroadcastOb
     record, viewers = await client.broadcast_object(cmd.stream_id)
     send(
         m.BroadcastObject(
-            definition="broadcastObject", stream_id=cmd.stream_id, broadcast=wire.broadcast_json(record, viewers)
+            definition="broadcastObject", stream_id=cmd.stream_id, broadcast=broadcast_json(record, viewers)
         )
     )
 
@@ -92,7 +93,7 @@ async def get_subtracks(client: Client, send: Send, cmd: m.GetSubtracks) -> None
         m.SubtrackList(
             definition="subtrackList",
             stream_id=cmd.stream_id,
-            subtrack_list=[wire.broadcast_json(r, client.viewer_count(r.stream_id)) for r in found],
+            subtrack_list=[broadcast_json(r, client.viewer_count(r.stream_id)) for r in found],
         )
     )
 

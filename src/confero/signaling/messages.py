@@ -387,45 +387,6 @@ class TrackList(Message, tag="trackList"):
 # -- rooms as main tracks: broadcastObject, subtrackList, subtrackCount, subtrackAdded/Removed
 
 
-class Broadcast(msgspec.Struct, kw_only=True):
-    """Ant Media's Broadcast JSON, as `broadcastObject` and `subtrackList` carry it (a string).
-
-    The same fields as the REST Broadcast (`api/schemas.py`); a unit test keeps the two alike.
-    """
-
-    streamId: str = ""
-    status: str = "created"
-    type: str = "liveStream"
-    publishType: str = "WebRTC"
-    name: str = ""
-    description: str = ""
-    publish: bool = True
-    date: int = 0
-    plannedStartDate: int = 0
-    plannedEndDate: int = 0
-    duration: int = 0
-    publicStream: bool = True
-    originAdress: str = ""
-    mainTrackStreamId: str = ""
-    subTrackStreamIds: list[str] = []
-    metaData: str = ""
-    role: str = ""
-    webRTCViewerCount: int = 0
-    hlsViewerCount: int = 0
-    rtmpViewerCount: int = 0
-    startTime: int = 0
-    updateTime: int = 0
-    webRTCViewerLimit: int = -1
-    subtracksLimit: int = -1
-    zombi: bool = False
-    absoluteStartTimeMs: int = 0
-    userAgent: str = "N/A"
-    remoteIp: str = ""
-    conferenceMode: str = ""
-    virtual: bool = False
-    listenerHookURL: str = ""
-
-
 class BroadcastObject(Message, tag="notification"):
     definition: str
     stream_id: str
@@ -535,11 +496,6 @@ class Raw:
 
 
 _encoder = msgspec.json.Encoder()
-
-
-def encode_broadcast(broadcast: Broadcast) -> str:
-    """A Broadcast as the JSON string Ant Media puts in `broadcast` / `subtrackList`."""
-    return _encoder.encode(broadcast).decode()
 
 
 def encode(message: Message | Raw) -> str:

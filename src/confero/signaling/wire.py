@@ -13,7 +13,6 @@ from confero.domain import events
 from confero.domain.results import DebugInfo, LegStats, StreamSummary, SubscriberInfo
 from confero.media import types as media
 from confero.signaling import messages as m
-from confero.store import StreamRecord
 
 #: Refusal type -> Ant Media's `definition`; the first match in this order wins (subclasses first).
 DEFINITIONS: tuple[tuple[type[BaseException], str], ...] = (
@@ -216,41 +215,3 @@ def debug_info(info: DebugInfo) -> m.DebugInfo:
             audio_codec=info.info.audio_codec,
         )
     return m.DebugInfo(definition="debugInfo", stream_id=info.stream_id, debug_info=_json.encode(body).decode())
-
-
-# -- rooms as main tracks ------------------------------------------------------------------------
-
-
-def broadcast_json(record: StreamRecord, viewers: int = 0) -> str:
-    """A stream's (or a room's) record as the Broadcast JSON string of `broadcastObject`."""
-    return m.encode_broadcast(
-        m.Broadcast(
-            streamId=record.stream_id,
-            status=record.status,
-            type=record.type,
-            publishType=record.publish_type,
-            name=record.name,
-            description=record.description,
-            date=record.date,
-            plannedStartDate=record.planned_start_date,
-            plannedEndDate=record.planned_end_date,
-            duration=record.duration,
-            publicStream=record.public_stream,
-            originAdress=record.origin_address,
-            mainTrackStreamId=record.main_track_stream_id,
-            subTrackStreamIds=list(record.sub_track_stream_ids),
-            metaData=record.meta_data,
-            role=record.role,
-            webRTCViewerCount=viewers,
-            startTime=record.start_time,
-            updateTime=record.update_time,
-            webRTCViewerLimit=record.webrtc_viewer_limit,
-            subtracksLimit=record.subtracks_limit,
-            zombi=record.zombi,
-            absoluteStartTimeMs=record.absolute_start_time_ms,
-            userAgent=record.user_agent,
-            remoteIp=record.remote_ip,
-            virtual=bool(record.sub_track_stream_ids),
-            listenerHookURL=record.listener_hook_url,
-        )
-    )
