@@ -167,3 +167,68 @@ async def test_four_members_two_video_slots_the_loudest_takes_one_and_a_pin_hold
         assert len(player.offers) == offers
     finally:
         await close_all(members)
+
+
+class AnswerLog(Player):
+    """A room play that notes, for every offer, its video labels and how many data-channel
+    messages had arrived when its answer was sent."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.answered: list[tuple[set[str], int]] = []
+
+    def after_answer(self, pc: object, offer: dict) -> None:
+        labels = {tid.removeprefix("ARDAMSv") for tid in self.id_mapping.values() if tid.startswith("ARDAMSv")}
+        self.answered.append((labels, len(self.data_messages)))
+
+
+def assignment_lists(player: Player) -> list[tuple[int, dict[str, str]]]:
+    """(index in data_messages, label -> stream id) of every VIDEO_TRACK_ASSIGNMENT_LIST."""
+    out = []
+    for i, data in enumerate(list(player.data_messages)):
+        try:
+            message = json.loads(data)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(message, dict) and message.get("eventType") == "VIDEO_TRACK_ASSIGNMENT_LIST":
+            out.append((i, {a["videoLabel"]: a["trackId"] for a in message["payload"]}))
+    return out
+
+
+async def test_members_join_in_turn_with_a_slot_limit_the_first_gets_the_third(server: Server) -> None:
+    """Circle's flow: the first member plays the room, sets its own limit with its publish
+    stream id (setMaxVideoTrackCountCommand), then two members join one after the other.
+    Its room play gets a slot for each with the newcomer's video, the list names both, and a
+    list naming a new slot comes only after the player has answered the offer bringing it
+    (sent with the offer, it lands while Circle applies that offer and loses the tile)."""
+    members: list[Member] = []
+    try:
+        first = await Member.join(server, "c0")
+        await first.publish(room=ROOM)
+        members.append(first)
+        player = AnswerLog(first.sock, ROOM, room=ROOM, track_list=["!c0"])
+        first.players[ROOM] = player
+        await player.start()
+        await first.sock.send({"command": "setMaxVideoTrackCountCommand", "streamId": "c0", "maxTrackCount": 5})
+        for n, sid in enumerate(["c1", "c2"]):
+            member = await Member.join(server, sid)
+            await member.publish(room=ROOM)
+            members.append(member)
+            want = {f"videoTrack{i}": f"c{i + 1}" for i in range(n + 1)}
+            await eventually(lambda want=want: assignment(player) == want, timeout=15, what=f"the list after {sid}")
+            label = f"videoTrack{n}"
+            await eventually(
+                lambda label=label: player.frames_for(f"ARDAMSv{label}") >= 10, timeout=30, what=f"{sid}'s video"
+            )
+            # the first list naming the new slot came after the answer to the offer that brought it
+            answered_at = next(count for labels, count in player.answered if label in labels)
+            first_named = next(i for i, lst in assignment_lists(player) if label in lst)
+            assert first_named >= answered_at, (label, player.answered, assignment_lists(player))
+        # the 3 s poll gets the whole list back
+        await first.sock.send({"command": "getVideoTrackAssignmentsCommand", "streamId": ROOM})
+        count = len(assignment_lists(player))
+        await eventually(lambda: len(assignment_lists(player)) > count, timeout=10, what="the list on request")
+        assert assignment_lists(player)[-1][1] == {"videoTrack0": "c1", "videoTrack1": "c2"}
+        assert player.decode_errors == 0
+    finally:
+        await close_all(members)

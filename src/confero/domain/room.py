@@ -274,7 +274,8 @@ class RoomPlayback(Player):
     `videoTrack0`..: `SlotPolicy` decides who each carries (loudest speakers, pins, a page),
     and a change switches the slot's source without renegotiating. Audio: every member.
     On the data channel it writes VIDEO_TRACK_ASSIGNMENT_LIST (label -> stream) when that
-    changes, TRACK_LIST_UPDATED when members come and go, AUDIO_TRACK_ASSIGNMENT every tick.
+    changes (after the player's answer when the change needed an offer), TRACK_LIST_UPDATED
+    when members come and go, AUDIO_TRACK_ASSIGNMENT every tick.
     """
 
     room_play = True
@@ -372,7 +373,8 @@ class RoomPlayback(Player):
             members = tuple(wanted)
             membership_changed = members != self._members
             self._members = members
-            if not self.offers or removed or added:
+            offered = not self.offers or bool(removed or added)
+            if offered:
                 sdp = await subscriber.offer(data_channel=self._data_channel())
                 self.offers += 1
                 self.client.deliver(self._offer_event(sdp))
@@ -380,7 +382,12 @@ class RoomPlayback(Player):
                     self._send_candidates()
             if membership_changed and self.offers > 1:
                 self._send(events.TrackListUpdated(self.stream_id))
-            self.send_assignments(only_changed=True)
+            if not offered:
+                self.send_assignments(only_changed=True)
+            # else: once the player has answered (accept_answer). A list sent with the offer
+            # reaches the page while it applies the offer: Circle adds the new label's tile from
+            # ontrack and, handling the list before it re-renders, writes back its previous
+            # tiles, so the newcomer's tile is lost for good.
 
     @staticmethod
     def _slot_index(label: str) -> int | None:
@@ -468,6 +475,9 @@ class RoomPlayback(Player):
         if self._dirty:
             self._dirty = False
             await self._negotiate()
+        else:
+            # The player has every m-line of the offer: the list now names only labels it has.
+            self.send_assignments(only_changed=True)
 
     def set_enabled(self, stream_id: str, enabled: bool) -> bool:
         return self.subscriber is not None and self.subscriber.set_enabled(stream_id, enabled)
