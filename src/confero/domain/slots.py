@@ -12,7 +12,8 @@ The policy:
   members of that page, in order, and levels do not move them;
 * otherwise the loudest member without a slot replaces the quietest unpinned occupant only when
   it has been louder by `margin` for `switch_ticks` consecutive ticks, and only once that
-  occupant has held its slot for `hold_ticks` ticks; at most one replacement per tick. So
+  occupant has held its slot for `hold_ticks` level ticks after the one that gave it the slot;
+  at most one replacement per tick. So
   tiles do not flap under noisy levels.
 """
 
@@ -73,6 +74,8 @@ class SlotPolicy:
         present = set(order)
         levels = levels or {}
         before = list(self.slots)
+        if levels:  # a level tick: every occupant has held its slot one tick longer
+            self._held = [held + 1 for held in self._held]
         self.pins = {i: s for i, s in self.pins.items() if s in present}
         # members that left free their slots; pins take theirs
         for i, occupant in enumerate(self.slots):
@@ -100,8 +103,6 @@ class SlotPolicy:
             self._fill(free, order, levels)
             if levels:
                 self._challenge(free, order, levels)
-        for i in range(self.size):
-            self._held[i] += 1 if levels else 0
         return self.slots != before
 
     def _fill(self, free: list[int], order: list[str], levels: Mapping[str, int]) -> None:
@@ -119,7 +120,8 @@ class SlotPolicy:
             self._streak.clear()
             return
         challenger = min(outside, key=lambda s: (levels.get(s, SILENCE), order.index(s)))
-        movable = [i for i in free if self.slots[i] is not None and self._held[i] >= self.hold_ticks]
+        # held for hold_ticks level ticks after the one that gave it the slot
+        movable = [i for i in free if self.slots[i] is not None and self._held[i] > self.hold_ticks]
         self._streak = {challenger: self._streak.get(challenger, 0)}
         if not movable:
             return
