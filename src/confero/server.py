@@ -118,7 +118,9 @@ class Server:
             self.port = int(addresses[0][1])
         if self.tls is not None:
             plain = len(addresses)
-            tls_site = web.TCPSite(self._runner, self.settings.host, self.settings.tls_port, ssl_context=self.tls.context)
+            tls_site = web.TCPSite(
+                self._runner, self.settings.host, self.settings.tls_port, ssl_context=self.tls.context
+            )
             await tls_site.start()
             tls_addresses = self._runner.addresses[plain:]
             if tls_addresses:

@@ -190,7 +190,8 @@ class Settings:
     tls_key: str = field(default="", metadata=_about("PEM private key of tls_cert"))
     tls_port: int = field(default=5443, metadata=_about("HTTPS/WSS port, served when tls_cert is set"))
     tls_redirect: bool = field(
-        default=False, metadata=_about("redirect pages asked over plain HTTP to the HTTPS port (REST and WebSocket stay)")
+        default=False,
+        metadata=_about("redirect pages asked over plain HTTP to the HTTPS port (REST and WebSocket stay)"),
     )
     trusted_proxies: list[str] = field(
         default_factory=list,

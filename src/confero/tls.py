@@ -44,7 +44,9 @@ class ServerTLS:
             self.context.load_cert_chain(self.cert_file, self.key_file)
         except (OSError, ssl.SSLError) as exc:
             self.failed_reloads += 1
-            logger.error("TLS: reloading %s / %s failed, keeping the current certificate: %s", self.cert_file, self.key_file, exc)
+            logger.error(
+                "TLS: reloading %s / %s failed, keeping the current certificate: %s", self.cert_file, self.key_file, exc
+            )
             return False
         self.loads += 1
         logger.info("TLS: certificate reloaded from %s", self.cert_file)
@@ -57,9 +59,7 @@ class ServerTLS:
         return {"cert_file": self.cert_file, "loads": self.loads, "failed_reloads": self.failed_reloads}
 
 
-def write_self_signed(
-    hosts: Sequence[str], cert_file: Path, key_file: Path, days: int = CERT_DAYS
-) -> tuple[str, str]:
+def write_self_signed(hosts: Sequence[str], cert_file: Path, key_file: Path, days: int = CERT_DAYS) -> tuple[str, str]:
     """Write a self-signed certificate naming `hosts` (DNS names or IP addresses) and its key.
 
     Returns (SHA-256 fingerprint of the certificate, base64 SHA-256 of its public key: the value
@@ -81,8 +81,13 @@ def write_self_signed(
         except ValueError:
             names.append(x509.DNSName(host))
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0]), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Confero (self-signed)")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, hosts[0]),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Confero (self-signed)"),
+        ]
+    )
+    now = datetime.datetime.now(datetime.UTC)
     public = key.public_key()
     cert = (
         x509.CertificateBuilder()

@@ -85,9 +85,11 @@ async def ping(sock: AmsSocket) -> None:
 
 
 async def status_of(url: str, context: ssl.SSLContext | None = None, **kw: Any) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url, ssl=context if context is not None else True, **kw) as resp:
-            return resp.status, resp.headers.get("Location", "")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, ssl=context if context is not None else True, **kw) as resp,
+    ):
+        return resp.status, resp.headers.get("Location", "")
 
 
 # -- the certificate ------------------------------------------------------------------------------
@@ -111,7 +113,8 @@ def test_cert_command_writes_a_usable_pair_and_says_how_to_trust_it(
     )
     assert names.value.get_values_for_type(x509.DNSName) == ["confero.lan"]
     assert names.value.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("192.168.1.20")]
-    assert cli.main(["cert", "--host", "x", "--cert", str(tmp_path / "no" / "c.pem")]) == 2
+    missing = tmp_path / "no"
+    assert cli.main(["cert", "--host", "x", "--cert", str(missing / "c.pem"), "--key", str(missing / "k.pem")]) == 2
 
 
 def test_settings_refuse_half_a_tls_configuration(tmp_path: Path, cert: tuple[Path, Path]) -> None:
@@ -285,10 +288,10 @@ async def test_forwarded_proto_and_address_from_a_trusted_proxy(tmp_path: Path, 
         assert await page_status(srv, {"X-Forwarded-Proto": "http"}) == 302
         # The signaling session sees the client's address, not the proxy's.
         headers = {"X-Forwarded-For": "203.0.113.7"}
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"ws://127.0.0.1:{srv.port}/{APP}/websocket", headers=headers) as ws:
-                remotes: Callable[[], list[str]] = lambda: [s.remote for s in srv.sessions]  # noqa: E731
-                await eventually(lambda: remotes() == ["203.0.113.7"], timeout=5, what="the session")
-                await ws.close()
+        url = f"ws://127.0.0.1:{srv.port}/{APP}/websocket"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url, headers=headers) as ws:
+            remotes: Callable[[], list[str]] = lambda: [s.remote for s in srv.sessions]  # noqa: E731
+            await eventually(lambda: remotes() == ["203.0.113.7"], timeout=5, what="the session")
+            await ws.close()
     async with running(tmp_path, trusted_proxies=["192.0.2.1"], **settings) as srv:
         assert await page_status(srv, https) == 302  # an untrusted peer's X-Forwarded-Proto is ignored
