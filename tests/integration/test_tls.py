@@ -4,9 +4,13 @@ open connections, and X-Forwarded-For / -Proto believed from trusted proxies onl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import ipaddress
+import signal
 import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +24,7 @@ from confero.api.guards import forwarded_client, parse_address
 from confero.server import Server
 from confero.settings import Settings, SettingsError
 from confero.tls import write_self_signed
+from tests.integration.test_cli_shutdown import child_env, confero, free_port, stop_process, wait_exit
 from tests.support import eventually
 from tests.support.amsclient import AmsSocket
 from tests.support.clients import Clients
@@ -295,3 +300,61 @@ async def test_forwarded_proto_and_address_from_a_trusted_proxy(tmp_path: Path, 
             await ws.close()
     async with running(tmp_path, trusted_proxies=["192.0.2.1"], **settings) as srv:
         assert await page_status(srv, https) == 302  # an untrusted peer's X-Forwarded-Proto is ignored
+
+
+# -- SIGHUP in a real `confero serve` -------------------------------------------------------------
+
+
+async def served_fingerprint(port: int, context: ssl.SSLContext) -> str | None:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    except OSError:
+        return None
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True)
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return hashlib.sha256(der).hexdigest()
+
+
+def spawn(args: list[str], folder: Path) -> subprocess.Popen[bytes]:
+    """`confero ARGS...` in `folder`, its output to folder/confero.log."""
+    with open(folder / "confero.log", "wb") as log:
+        return subprocess.Popen(
+            confero(*args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=folder
+        )
+
+
+async def test_sighup_reloads_the_certificate_of_a_running_server(tmp_path: Path, cert: tuple[Path, Path]) -> None:
+    new = make_cert(tmp_path, "b")
+    both = trusting(cert[0], new[0])
+    port, tls_port = free_port(), free_port()
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--tls-port", str(tls_port)]
+    args += ["--tls-cert", str(cert[0]), "--tls-key", str(cert[1]), "--data-dir", str(tmp_path / "data")]
+    args += ["--ice-address", "127.0.0.1"]
+    proc = spawn(args, tmp_path)
+    try:
+        first: list[str | None] = [None]
+
+        async def serving() -> bool:
+            assert proc.poll() is None, f"confero exited with {proc.returncode}"
+            first[0] = await served_fingerprint(tls_port, both)
+            return first[0] is not None
+
+        await eventually(serving, timeout=15, what="confero to serve TLS", interval=0.1)
+        assert first[0] == fingerprint_of_file(cert[0])
+        cert[0].write_bytes(new[0].read_bytes())
+        cert[1].write_bytes(new[1].read_bytes())
+        proc.send_signal(signal.SIGHUP)
+
+        async def reloaded() -> bool:
+            return await served_fingerprint(tls_port, both) == fingerprint_of_file(new[0])
+
+        await eventually(reloaded, timeout=10, what="the new certificate", interval=0.1)
+        assert proc.poll() is None, "SIGHUP must not stop the server"
+        proc.send_signal(signal.SIGTERM)
+        assert await wait_exit(proc, 15) == 0
+    finally:
+        stop_process(proc)
+    assert "certificate reloaded" in (tmp_path / "confero.log").read_text()
