@@ -3,7 +3,11 @@
 Start-up order: store, router, applications, HTTP. Shut-down runs the other way: every client
 is told the server will stop (`server_will_stop`, on which the SDK reconnects), then its streams ended (`publish_finished` / `play_finished`), then peers close, then the
 HTTP server, then the store is flushed. `Server` changes no process-wide state; `serve()`, the
-process's entry, installs the media hooks and tunes the garbage collector.
+process's entry, installs the media hooks, tunes the garbage collector and reloads the TLS
+certificate on SIGHUP.
+
+With `tls_cert` set, one aiohttp application is served by two sites: plain HTTP on `port` and
+HTTPS/WSS on `tls_port`, so pages, REST and WebSocket answer on both.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from confero.api.guards import rest_guard
+from confero.api.guards import forwarded_headers, https_redirect, rest_guard
 from confero.api.pages import add_page_routes
 from confero.api.routes import APPLICATIONS, add_routes, refusal_response
 from confero.domain.application import Application
@@ -28,6 +32,7 @@ from confero.signaling.circle import CircleSession
 from confero.signaling.endpoint import circle_handler, websocket_handler
 from confero.signaling.session import SignalingSession
 from confero.store import SqliteStore, Store, StreamRecord
+from confero.tls import ServerTLS
 from confero.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
@@ -71,9 +76,15 @@ class Server:
         self.webhooks = {name: self._webhooks(app) for name, app in self.applications.items()}
         self.sessions: set[SignalingSession] = set()
         self.circle_sessions: set[CircleSession] = set()
-        self.web = web.Application(
-            client_max_size=1 << 20, middlewares=[rest_guard(self.applications, refusal_response)]
-        )
+        self.tls = ServerTLS(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+        middlewares = []
+        trusted = settings.trusted_networks()
+        if trusted:
+            middlewares.append(forwarded_headers(trusted))
+        if self.tls is not None and settings.tls_redirect:
+            middlewares.append(https_redirect(lambda: self.tls_port))
+        middlewares.append(rest_guard(self.applications, refusal_response))
+        self.web = web.Application(client_max_size=1 << 20, middlewares=middlewares)
         self.web[APPLICATIONS] = self.applications
         self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions))
         self.web.router.add_get("/{app}/websocket/application", circle_handler(self.applications, self.circle_sessions))
@@ -81,6 +92,7 @@ class Server:
         add_page_routes(self.web.router, self.applications)
         self._runner: web.AppRunner | None = None
         self.port = settings.port
+        self.tls_port = settings.tls_port
         self.closed = False
 
     @staticmethod
@@ -104,13 +116,31 @@ class Server:
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])
+        if self.tls is not None:
+            plain = len(addresses)
+            tls_site = web.TCPSite(
+                self._runner, self.settings.host, self.settings.tls_port, ssl_context=self.tls.context
+            )
+            await tls_site.start()
+            tls_addresses = self._runner.addresses[plain:]
+            if tls_addresses:
+                self.tls_port = int(tls_addresses[0][1])
         logger.info(
-            "confero listening on %s:%d, applications %s, %s fan-out",
+            "confero listening on %s:%d%s, applications %s, %s fan-out",
             self.settings.host,
             self.port,
+            f" and TLS {self.tls_port}" if self.tls is not None else "",
             ", ".join(self.applications),
             self.router.config.engine.name,
         )
+
+    def reload_tls(self) -> bool:
+        """Load the certificate files again (SIGHUP): new handshakes get them, open connections stay.
+        False when TLS is off or the files could not be loaded (the current certificate is kept)."""
+        if self.tls is None:
+            logger.info("TLS is off: nothing to reload")
+            return False
+        return self.tls.reload()
 
     async def close(self) -> None:
         """Idempotent, children first: sessions, applications, webhooks, router, HTTP, store."""
@@ -132,6 +162,8 @@ class Server:
             await self.store.mark_all_finished(name)
         await self.store.flush()
         await self.store.close()
+        if self.tls is not None:
+            self.tls.close()
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -139,6 +171,7 @@ class Server:
             "applications": {n: a.dump() for n, a in self.applications.items()},
             "router": self.router.dump(),
             "webhooks": {n: w.dump() for n, w in self.webhooks.items()},
+            "tls": self.tls.dump() if self.tls is not None else None,
         }
 
 
@@ -159,6 +192,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     aiortc_hooks.check_versions()
     aiortc_hooks.install_ice_patches()
     server = Server(settings)
+    hangup = getattr(signal, "SIGHUP", None)  # none on Windows
+    if hangup is not None:
+        loop.add_signal_handler(hangup, server.reload_tls)
     try:
         await server.start()
         tune_garbage_collector()
@@ -170,6 +206,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await server.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if hangup is not None:
+            loop.remove_signal_handler(hangup)
 
 
 def run(settings: Settings) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import logging
 import os
 import tomllib
@@ -183,6 +184,22 @@ class Settings:
         default=True,
         metadata=_about("forward with the compiled fan-out when it is built (false: the pure-Python engine)"),
     )
+    tls_cert: str = field(
+        default="", metadata=_about("PEM certificate (or chain, leaf first) for https/wss; reloaded on SIGHUP")
+    )
+    tls_key: str = field(default="", metadata=_about("PEM private key of tls_cert"))
+    tls_port: int = field(default=5443, metadata=_about("HTTPS/WSS port, served when tls_cert is set"))
+    tls_redirect: bool = field(
+        default=False,
+        metadata=_about("redirect pages asked over plain HTTP to the HTTPS port (REST and WebSocket stay)"),
+    )
+    trusted_proxies: list[str] = field(
+        default_factory=list,
+        metadata=_about(
+            "address or CIDR of a reverse proxy whose X-Forwarded-For/-Proto is believed (repeatable)",
+            flag="--trusted-proxy",
+        ),
+    )
     apps: dict[str, AppSettings] = field(default_factory=dict, metadata={"help": "", "flag": None, "file_only": True})
 
     # -- derived -------------------------------------------------------------------------
@@ -222,9 +239,31 @@ class Settings:
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError(f"log_level: {self.log_level!r} is not a level")
         self.codec_mimes()
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("tls_cert and tls_key: set both, or neither")
+        for key in ("tls_cert", "tls_key"):
+            if getattr(self, key) and not Path(getattr(self, key)).is_file():
+                raise SettingsError(f"{key}: {getattr(self, key)!r} is not a file")
+        if not 0 <= self.tls_port <= 65535:
+            raise SettingsError(f"tls_port: {self.tls_port} is not a port")
+        if self.tls_cert and self.port and self.tls_port == self.port:
+            raise SettingsError(f"tls_port: {self.tls_port} is also the plain port")
+        if self.tls_redirect and not self.tls_cert:
+            raise SettingsError("tls_redirect: needs tls_cert and tls_key")
+        self.trusted_networks()
         for name in [*self.applications, *self.apps]:
             if not name or not all(c.isalnum() or c in "_-." for c in name):
                 raise SettingsError(f"applications: {name!r} is not a valid application name")
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """`trusted_proxies` as networks; a bad entry is a SettingsError."""
+        out = []
+        for text in self.trusted_proxies:
+            try:
+                out.append(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError:
+                raise SettingsError(f"trusted_proxies: {text!r} is not an address or CIDR") from None
+        return out
 
     def application_names(self) -> list[str]:
         """`applications` followed by every [apps.NAME] table's name it does not list yet."""

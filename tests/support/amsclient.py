@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import random
+import ssl as ssl_module
 import struct
 import threading
 import time
@@ -674,8 +675,11 @@ class AmsSocket:
         host: str = "127.0.0.1",
         query: str | None = None,
         history_limit: int | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
-        self.url = f"ws://{host}:{port}/{app}/websocket" + (f"?{query}" if query else "")
+        scheme = "ws" if ssl is None else "wss"  # wss: TLS, with `ssl` deciding what to trust
+        self.url = f"{scheme}://{host}:{port}/{app}/websocket" + (f"?{query}" if query else "")
+        self.ssl = ssl
         self.history_limit = history_limit
         self.history: list[Message] = []
         self.close_code: int | None = None
@@ -700,12 +704,18 @@ class AmsSocket:
     async def open(self) -> None:
         self._session = aiohttp.ClientSession()
         try:
-            self._ws = await self._session.ws_connect(self.url, autoping=True, max_msg_size=0)
+            self._ws = await self._session.ws_connect(
+                self.url, autoping=True, max_msg_size=0, ssl=self.ssl if self.ssl is not None else True
+            )
         except BaseException:
             await self._session.close()
             self._session = None
             raise
         self._reader = asyncio.get_running_loop().create_task(self._read_loop(), name=f"{TASK_PREFIX}ws-reader")
+
+    def transport_info(self, name: str) -> Any:
+        """The connection's transport extra info (e.g. "ssl_object" of a wss socket), None when closed."""
+        return self._ws.get_extra_info(name) if self._ws is not None else None
 
     async def __aenter__(self) -> AmsSocket:
         if self._ws is None:

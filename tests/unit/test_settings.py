@@ -378,8 +378,15 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "float": ("1.25", 1.25),
     "str": ("sample", "sample"),
     "list[str]": ("one", ["one"]),
-    "bool": ("false", False),  # every bool defaults to true, so "false" shows the setting took
+    "bool": ("false", False),  # for a bool that defaults to true; see `_sample`
 }
+
+
+def _sample(f: Any, kind: str) -> tuple[str, Any]:
+    """A value that differs from the field's default, so that setting it shows it took."""
+    if kind == "bool" and getattr(Settings(), f.name) is False:
+        return "true", True
+    return SAMPLES[kind]
 
 
 def _flag_of(f: Any) -> str:
@@ -403,7 +410,7 @@ def test_every_field_has_a_flag_and_an_env_var(tmp_path: Path) -> None:
     for f in fields:
         kind = str(f.type)
         assert kind in SAMPLES, f"no sample value for {f.name}: {kind}"
-        raw, expected = SAMPLES[kind]
+        raw, expected = _sample(f, kind)
         flag = _flag_of(f)
         env_name = ENV_PREFIX + f.name.upper()
 
