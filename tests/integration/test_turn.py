@@ -158,3 +158,27 @@ async def test_forged_or_expired_credentials_get_no_allocation(
     assert allocations(coturn, username) == 0
     assert publisher.pc is None or publisher.pc.connectionState != "connected"
     await publisher.close()
+
+
+async def test_server_peers_gather_relay_candidates_with_server_ice_servers(tmp_path: Path, coturn: Coturn) -> None:
+    """`server_ice_servers`: the server's own peers allocate on coturn (credentials from
+    turn_secret) and offer relay candidates beside their host ones."""
+    settings = make_settings(tmp_path, server_ice_servers=[coturn.url("udp")], turn_secret=coturn.secret)
+    srv = Server(settings)
+    await srv.start()
+    try:
+        async with Clients(srv.port) as opened:
+            pub_sock, play_sock = await opened.socket(), await opened.socket()
+            publisher = opened.publisher(pub_sock, "turn3")
+            await publisher.start(timeout=20)
+            player = opened.player(play_sock, "turn3")
+            await player.start(timeout=20)
+            await player.wait_frames(10, 5, timeout=30)
+            assert player.offer_sdp is not None
+            assert re.search(r"^a=candidate:.* typ relay", player.offer_sdp, re.M), player.offer_sdp
+            assert re.search(r"user <\d+:confero-server>: incoming packet ALLOCATE processed, success", coturn.log())
+            await publisher.stop()
+        await wait_idle(srv, timeout=5.0)
+        assert_no_leaks(srv)
+    finally:
+        await srv.close()
