@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +182,105 @@ async def test_server_peers_gather_relay_candidates_with_server_ice_servers(tmp_
         assert_no_leaks(srv)
     finally:
         await srv.close()
+
+
+# -- UDP blocked for the clients (nftables, inside the tests' private network namespace) ---------
+
+#: Ports UDP may still use with nftables on: coturn's relay range and the server's media range.
+#: Below the kernel's ephemeral range, where every client socket is.
+OPEN_UDP = (20000, 20999)
+NFT_TABLE = "confero_turn_test"
+
+
+def nft(script: str) -> None:
+    import subprocess
+
+    subprocess.run(["nft", "-f", "-"], input=script.encode(), check=True)
+
+
+@pytest.fixture
+def udp_blocked() -> Iterator[None]:
+    """Every UDP datagram with neither port in OPEN_UDP is dropped, so a client can reach coturn
+    over TCP only. Only inside the tests' own network namespace (never the machine's)."""
+    import os
+    import shutil
+
+    if os.environ.get("CONFERO_IN_NETNS") != "1" or shutil.which("nft") is None:
+        pytest.skip("needs the tests' private network namespace (root) and nftables")
+    low, high = OPEN_UDP
+    nft(
+        f"table inet {NFT_TABLE} {{\n"
+        "  chain output {\n"
+        "    type filter hook output priority 0; policy accept;\n"
+        f"    udp sport != {low}-{high} udp dport != {low}-{high} counter drop\n"
+        "  }\n"
+        "}\n"
+    )
+    try:
+        yield
+    finally:
+        nft(f"delete table inet {NFT_TABLE}\n")
+
+
+def udp_delivered() -> bool:
+    """Whether a datagram between two ephemeral loopback ports arrives."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(0.5)
+        try:
+            tx.sendto(b"x", rx.getsockname())
+            return rx.recv(8) == b"x"
+        except (PermissionError, TimeoutError):  # nftables' drop on output is an EPERM
+            return False
+
+
+async def test_relay_over_tcp_with_udp_blocked_for_the_clients(tmp_path: Path, udp_blocked: None) -> None:
+    assert not udp_delivered()
+    coturn = Coturn(tmp_path / "coturn", relay_ports=(OPEN_UDP[0], OPEN_UDP[0] + 199))
+    await coturn.start()
+    settings = make_settings(
+        tmp_path,
+        turn_urls=[coturn.url("udp"), coturn.url("tcp")],
+        turn_secret=coturn.secret,
+        udp_port_range=f"{OPEN_UDP[0] + 500}-{OPEN_UDP[1]}",
+    )
+    srv = Server(settings)
+    await srv.start()
+    try:
+        async with Clients(srv.port) as opened:
+            pub_sock, play_sock = await opened.socket(), await opened.socket()
+            configs = [await ice_config(pub_sock), await ice_config(play_sock)]
+            # Over UDP, the client cannot even reach coturn: no allocation, no connection.
+            udp_conf = relay_only(
+                coturn.url("udp"), configs[0]["turnServerUsername"], configs[0]["turnServerCredential"]
+            )
+            failing = opened.publisher(
+                pub_sock, "turn4", media_factory=lambda: build_publisher_pc("VP8", configuration=udp_conf)
+            )
+            with pytest.raises(Exception):  # noqa: B017 (no relay candidate: no connection)
+                await failing.start(timeout=6)
+            await failing.close()
+            assert allocations(coturn, configs[0]["turnServerUsername"]) == 0
+
+            pub_conf, play_conf = (
+                relay_only(coturn.url("tcp"), c["turnServerUsername"], c["turnServerCredential"]) for c in configs
+            )
+            publisher = opened.publisher(
+                pub_sock, "turn5", media_factory=lambda: build_publisher_pc("VP8", configuration=pub_conf)
+            )
+            await publisher.start(timeout=20)
+            player = opened.player(play_sock, "turn5", configuration=play_conf)
+            await player.start(timeout=20)
+            await player.wait_frames(30, 10, timeout=30)
+            assert player.decode_errors == 0
+            assert publisher.pc is not None and player.pc is not None
+            assert selected_local_type(publisher.pc) == selected_local_type(player.pc) == "relay"
+            assert all(allocations(coturn, c["turnServerUsername"]) for c in configs)
+            await publisher.stop()
+        await wait_idle(srv, timeout=5.0)
+        assert_no_leaks(srv)
+    finally:
+        await srv.close()
+        coturn.stop()
