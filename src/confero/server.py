@@ -16,6 +16,7 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ from aiohttp import web
 from confero.api.guards import forwarded_headers, https_redirect, rest_guard
 from confero.api.pages import add_page_routes
 from confero.api.routes import APPLICATIONS, add_routes, refusal_response
+from confero.auth.turn import TurnServers
 from confero.domain.application import Application
-from confero.media import IcePolicy, PeerConfig, Router, aiortc_hooks, fanout
+from confero.media import IcePolicy, IceServer, PeerConfig, Router, aiortc_hooks, fanout
 from confero.settings import Settings
 from confero.signaling import wire
 from confero.signaling.circle import CircleSession
@@ -53,6 +55,24 @@ def codec_mimes(names: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def server_ice_servers(settings: Settings) -> Callable[[], tuple[IceServer, ...]]:
+    """The STUN/TURN servers of the server's own peers: `server_ice_servers`, the TURN ones with
+    credentials issued from `turn_secret` when each peer is made (they expire)."""
+    stun = tuple(u for u in settings.server_ice_servers if u.startswith("stun"))
+    turn = TurnServers(
+        tuple(u for u in settings.server_ice_servers if u.startswith("turn")), settings.turn_secret, settings.turn_ttl
+    )
+
+    def servers() -> tuple[IceServer, ...]:
+        out = [IceServer(stun)] if stun else []
+        if turn.urls:
+            issued = turn.issue("confero-server")
+            out.append(IceServer(issued.urls, issued.username, issued.credential))
+        return tuple(out)
+
+    return servers
+
+
 class Server:
     """One Confero node."""
 
@@ -60,10 +80,17 @@ class Server:
         self.settings = settings
         self.store: Store = store or SqliteStore(Path(settings.data_dir) / "confero.db")
         addresses = tuple(settings.ice_addresses) or None
+        #: coturn's REST credentials for clients (getIceServerConfig), None without turn_urls.
+        self.turn = (
+            TurnServers(tuple(settings.turn_urls), settings.turn_secret, settings.turn_ttl)
+            if settings.turn_urls
+            else None
+        )
         self.router = Router(
             PeerConfig(
                 ice=IcePolicy(addresses=addresses, port_range=settings.port_range()),
                 announced_address=settings.announced_address or None,
+                ice_servers=server_ice_servers(settings),
                 max_bitrate=settings.max_bitrate,
                 engine=fanout.select(settings.compiled_fanout),
             ),
@@ -86,7 +113,7 @@ class Server:
         middlewares.append(rest_guard(self.applications, refusal_response))
         self.web = web.Application(client_max_size=1 << 20, middlewares=middlewares)
         self.web[APPLICATIONS] = self.applications
-        self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions))
+        self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions, self.turn))
         self.web.router.add_get("/{app}/websocket/application", circle_handler(self.applications, self.circle_sessions))
         add_routes(self.web.router)
         add_page_routes(self.web.router, self.applications)

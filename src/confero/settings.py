@@ -200,6 +200,24 @@ class Settings:
             flag="--trusted-proxy",
         ),
     )
+    turn_urls: list[str] = field(
+        default_factory=list,
+        metadata=_about(
+            "TURN server URL given to clients, e.g. turn:HOST:3478?transport=udp, turns:HOST:5349 (repeatable)",
+            flag="--turn-url",
+        ),
+    )
+    turn_secret: str = field(
+        default="", metadata=_about("coturn's static-auth-secret: clients get time-limited credentials from it")
+    )
+    turn_ttl: int = field(default=86400, metadata=_about("seconds a TURN credential handed out stays valid"))
+    server_ice_servers: list[str] = field(
+        default_factory=list,
+        metadata=_about(
+            "STUN/TURN URL the server's own peers use (repeatable; turn: URLs get credentials from turn_secret)",
+            flag="--server-ice-server",
+        ),
+    )
     apps: dict[str, AppSettings] = field(default_factory=dict, metadata={"help": "", "flag": None, "file_only": True})
 
     # -- derived -------------------------------------------------------------------------
@@ -251,6 +269,16 @@ class Settings:
         if self.tls_redirect and not self.tls_cert:
             raise SettingsError("tls_redirect: needs tls_cert and tls_key")
         self.trusted_networks()
+        for key in ("turn_urls", "server_ice_servers"):
+            for url in getattr(self, key):
+                if not url.startswith(("turn:", "turns:", "stun:", "stuns:")):
+                    raise SettingsError(f"{key}: {url!r} is not a turn:, turns: or stun: URL")
+        if self.turn_urls and not self.turn_secret:
+            raise SettingsError("turn_urls: needs turn_secret (coturn's static-auth-secret)")
+        if any(u.startswith("turn") for u in self.server_ice_servers) and not self.turn_secret:
+            raise SettingsError("server_ice_servers: a TURN URL needs turn_secret")
+        if self.turn_ttl <= 0:
+            raise SettingsError(f"turn_ttl: {self.turn_ttl} is not a positive number of seconds")
         for name in [*self.applications, *self.apps]:
             if not name or not all(c.isalnum() or c in "_-." for c in name):
                 raise SettingsError(f"applications: {name!r} is not a valid application name")

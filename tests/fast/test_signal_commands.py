@@ -266,3 +266,48 @@ async def test_push_commands_are_refused_in_ams_terms_and_quality_is_accepted(wo
         await handlers.dispatch(client, world.app.app_settings, sent.append, name, command, frame)
     assert [s.definition for s in sent if isinstance(s, m.Error)] == ["authenticationTokenNotValid"] * 3
     assert len(sent) == 3
+
+
+# -- getIceServerConfig ---------------------------------------------------------------------------
+
+
+async def test_ice_server_config_answers_the_app_settings_without_turn(world: World) -> None:
+    client, _ = world.client()
+    world.app.app_settings.update({"stunServerURI": "stun:127.0.0.1:3478"})
+    sent: list[m.Message | m.Raw] = []
+    frame = '{"command":"getIceServerConfig"}'
+    await handlers.dispatch(client, world.app.app_settings, sent.append, *m.decode(frame), frame)
+    reply = json.loads(m.encode(sent[0]))
+    assert reply == {"command": "iceServerConfig", "stunServerUri": "stun:127.0.0.1:3478"}
+
+
+async def test_ice_server_config_gives_fresh_turn_credentials(world: World) -> None:
+    import base64
+    import hashlib
+    import hmac
+    import time
+
+    from confero.auth.turn import TurnServers
+
+    urls = ("turns:127.0.0.1:5349", "turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp")
+    turn = TurnServers(urls, "north-wind", ttl=600)
+    client, _ = world.client()
+    frame = '{"command":"getIceServerConfig"}'
+    replies = []
+    for _ in range(2):
+        sent: list[m.Message | m.Raw] = []
+        before = int(time.time())
+        await handlers.dispatch(client, world.app.app_settings, sent.append, *m.decode(frame), frame, turn)
+        replies.append(json.loads(m.encode(sent[0])))
+    reply = replies[0]
+    # The official SDK reads only stunServerUri, and only a turn: or stun: one: the first turn: URL.
+    assert reply["stunServerUri"] == "turn:127.0.0.1:3478?transport=udp"
+    assert reply["turnServerUris"] == list(urls)
+    expiry, label = reply["turnServerUsername"].split(":", 1)
+    assert before + 600 <= int(expiry) <= int(time.time()) + 600
+    assert label == client.client_id.replace(":", "_")
+    digest = hmac.new(b"north-wind", reply["turnServerUsername"].encode(), hashlib.sha1).digest()
+    assert base64.b64decode(reply["turnServerCredential"]) == digest
+    # Fresh per request: never an object shared between answers (the expiry moves with time).
+    assert replies[1]["turnServerUsername"].split(":", 1)[1] == label
+    assert int(replies[1]["turnServerUsername"].split(":")[0]) >= int(expiry)

@@ -144,14 +144,17 @@ def force_loopback_ice() -> Iterator[bool]:
             aioice.ice.get_host_addresses = previous
 
 
-def new_peer_connection() -> RTCPeerConnection:
-    """An RTCPeerConnection with no STUN/TURN servers (aiortc's default is Google STUN).
+def new_peer_connection(configuration: RTCConfiguration | None = None) -> RTCPeerConnection:
+    """An RTCPeerConnection with no STUN/TURN servers (aiortc's default is Google STUN), or
+    with `configuration` (a TURN server, iceTransportPolicy) when given.
 
     max-bundle: with aiortc's default "balanced" policy, an answerer given several m-lines of
     one kind (a room play) puts the later ones on a transport that BUNDLE then discards, and
     their media is routed to the first receiver of that kind. Browsers bundle everything.
     """
-    return RTCPeerConnection(configuration=RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    return RTCPeerConnection(
+        configuration=configuration or RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
 
 
 async def wait_for_connected(pc: RTCPeerConnection, timeout: float = 10.0) -> None:
@@ -338,6 +341,7 @@ def build_publisher_pc(
     data_channel_label: str | None = None,
     video_track: MediaStreamTrack | None = None,
     audio_track: MediaStreamTrack | None = None,
+    configuration: RTCConfiguration | None = None,
 ) -> PublisherMedia:
     """Create a send-only pc with synthetic video (codec forced) and a sine tone (opus).
 
@@ -347,7 +351,7 @@ def build_publisher_pc(
     codec = codec.upper()
     if codec not in ("VP8", "H264"):
         raise ValueError(f"unsupported video codec {codec!r}")
-    pc = new_peer_connection()
+    pc = new_peer_connection(configuration)
     media = PublisherMedia(pc=pc, video=None, audio=None, video_transceiver=None, audio_transceiver=None)
     # Video first, so transceivers[0] / mid "0" is the video m-line.
     if with_video:
@@ -1163,10 +1167,12 @@ class Player(_AmsPeer):
         track_list: list[str] | None = None,
         extra: Message | None = None,
         count_media: bool = True,
+        configuration: RTCConfiguration | None = None,
     ) -> None:
         """`count_media=False`: no :class:`MediaCounter` / :class:`DecodeErrorCounter` (for
         players that count packets themselves, see :meth:`before_answer`)."""
         super().__init__(sock, stream_id)
+        self.configuration = configuration
         self.count_media = count_media
         self.token = token
         self.room = room
@@ -1255,7 +1261,7 @@ class Player(_AmsPeer):
             self.loss.install()
 
     def _create_pc(self) -> RTCPeerConnection:
-        pc = new_peer_connection()
+        pc = new_peer_connection(self.configuration)
         if self.count_media:
             self.counter.attach(pc)
             self.decode_counter = DecodeErrorCounter(pc).attach()

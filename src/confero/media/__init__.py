@@ -8,7 +8,7 @@ returns (`domain/media.py` states them as Protocols), and the values and typed f
 from confero.media.aiortc_hooks import IcePolicy
 from confero.media.downtrack import DownTrack
 from confero.media.keyframes import KeyframeRequester
-from confero.media.peer import Peer, PeerConfig
+from confero.media.peer import IceServer, Peer, PeerConfig
 from confero.media.publisher import Publisher
 from confero.media.router import Router
 from confero.media.subscriber import Subscriber
@@ -31,6 +31,7 @@ __all__ = [
     "CodecMismatch",
     "DownTrack",
     "IcePolicy",
+    "IceServer",
     "KeyframeRequester",
     "LocalCandidate",
     "MediaError",

@@ -16,7 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.sdp import candidate_from_sdp
 
 from confero.media.aiortc_hooks import IcePolicy, reset_ice_policy, set_ice_policy
@@ -33,12 +40,27 @@ MAX_PENDING_CANDIDATES = 64
 MAX_DATA_BACKLOG = 256
 
 
+@dataclass(frozen=True)
+class IceServer:
+    """A STUN or TURN server for the server's own peers (its URLs and, for TURN, credentials)."""
+
+    urls: tuple[str, ...]
+    username: str = ""
+    credential: str = ""
+
+
+def _no_ice_servers() -> tuple[IceServer, ...]:
+    return ()
+
+
 @dataclass
 class PeerConfig:
-    """What every server peer shares: ICE gathering policy and the announced address."""
+    """What every server peer shares: ICE gathering policy, the announced address and the
+    STUN/TURN servers, asked for per peer (TURN credentials are time-limited)."""
 
     ice: IcePolicy = field(default_factory=IcePolicy)
     announced_address: str | None = None
+    ice_servers: Callable[[], tuple[IceServer, ...]] = _no_ice_servers
     max_bitrate: int = 2_500_000
     engine: Engine = field(default_factory=select)
 
@@ -66,7 +88,8 @@ class Peer:
     ) -> None:
         self.config = config
         self.name = name
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        servers = [RTCIceServer(list(s.urls), s.username or None, s.credential or None) for s in config.ice_servers()]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._closed = False
         self._connected = False
         self.close_reason = ""

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from confero.auth.turn import TurnServers
 from confero.domain.application import Application
 from confero.signaling.circle import CircleSession
 from confero.signaling.session import SignalingSession
@@ -19,7 +20,7 @@ MAX_MESSAGE = 1 << 20
 
 
 def websocket_handler(
-    applications: Mapping[str, Application], sessions: set[SignalingSession]
+    applications: Mapping[str, Application], sessions: set[SignalingSession], turn: TurnServers | None = None
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         app = applications.get(request.match_info["app"])
@@ -27,7 +28,7 @@ def websocket_handler(
             raise web.HTTPNotFound(text=f"no application {request.match_info['app']!r}")
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=True)
         await ws.prepare(request)
-        session = SignalingSession(ws, app, request.remote or "?")
+        session = SignalingSession(ws, app, request.remote or "?", turn)
         sessions.add(session)
         try:
             await session.run()

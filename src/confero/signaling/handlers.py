@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from confero.auth.turn import TurnServers
 from confero.broadcast_json import broadcast_json
 from confero.domain.client import Client
 from confero.domain.ids import check_stream_id
@@ -103,21 +104,41 @@ async def get_subtracks_count(client: Client, send: Send, cmd: m.GetSubtracksCou
     send(m.SubtrackCount(definition="subtrackCount", stream_id=cmd.stream_id, count=count))
 
 
-def ice_servers(settings: AppSettings) -> m.IceServerConfig:
+def ice_servers(settings: AppSettings, turn: TurnServers | None = None, client: str = "") -> m.IceServerConfig:
+    """The application's STUN/TURN server, or, when the server has TURN (coturn) configured,
+    fresh time-limited credentials for it. The official SDK reads one URI (`stunServerUri`,
+    only if it starts with turn: or stun:), so it gets the first turn: URL; every URL is in
+    `turnServerUris` for Confero's SDK."""
+    if turn is None or not turn.urls:
+        return m.IceServerConfig(
+            stun_server_uri=settings.stunServerURI,
+            turn_server_username=settings.turnServerUsername,
+            turn_server_credential=settings.turnServerCredential,
+        )
+    issued = turn.issue(client or "confero")
+    first = next((u for u in issued.urls if u.startswith("turn:")), issued.urls[0])
     return m.IceServerConfig(
-        stun_server_uri=settings.stunServerURI,
-        turn_server_username=settings.turnServerUsername,
-        turn_server_credential=settings.turnServerCredential,
+        stun_server_uri=first,
+        turn_server_username=issued.username,
+        turn_server_credential=issued.credential,
+        turn_server_uris=list(issued.urls),
     )
 
 
-async def handle(client: Client, settings: AppSettings, send: Send, command: m.Command, frame: str) -> None:
+async def handle(
+    client: Client,
+    settings: AppSettings,
+    send: Send,
+    command: m.Command,
+    frame: str,
+    turn: TurnServers | None = None,
+) -> None:
     """Run one command (its stream id already checked where it needs one)."""
     match command:
         case m.Ping():
             send(m.Pong())
         case m.GetIceServerConfig():
-            send(ice_servers(settings))
+            send(ice_servers(settings, turn, client.client_id))
         case m.Publish():
             await publish(client, send, command)
         case m.Play():
@@ -222,13 +243,19 @@ async def handle(client: Client, settings: AppSettings, send: Send, command: m.C
 
 
 async def dispatch(
-    client: Client, settings: AppSettings, send: Send, name: str, command: m.Command, frame: str
+    client: Client,
+    settings: AppSettings,
+    send: Send,
+    name: str,
+    command: m.Command,
+    frame: str,
+    turn: TurnServers | None = None,
 ) -> None:
     """Run one command; any refusal is answered with an `error` and logged once."""
     try:
         if name not in m.NO_STREAM_ID:
             check_stream_id(command.stream_id)
-        await handle(client, settings, send, command, frame)
+        await handle(client, settings, send, command, frame, turn)
     except Exception as exc:
         if wire.is_refusal(exc):
             logger.info("%s %s(%s) refused: %s", client.remote, name, command.stream_id, exc)

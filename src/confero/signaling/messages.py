@@ -328,9 +328,13 @@ class StopOut(Message, tag="stop"):
 
 
 class IceServerConfig(Message, tag="iceServerConfig"):
+    #: Ant Media's one URI (the official SDK reads only this, a stun: or turn: URI).
     stun_server_uri: str = ""
     turn_server_username: str = ""
     turn_server_credential: str = ""
+    #: Confero's own: every TURN URI of the deployment (same credentials), which Confero's SDK
+    #: uses; absent when there are none, as in Ant Media.
+    turn_server_uris: list[str] | None = None
 
 
 class StreamInfoEntry(msgspec.Struct, rename="camel"):

@@ -12,6 +12,7 @@ import logging
 
 from aiohttp import WSMsgType, web
 
+from confero.auth.turn import TurnServers
 from confero.domain import events
 from confero.domain.application import Application
 from confero.signaling import handlers, wire
@@ -25,8 +26,11 @@ MAX_QUEUE = 1000
 class SignalingSession:
     """The domain's Sink for one WebSocket."""
 
-    def __init__(self, ws: web.WebSocketResponse, app: Application, remote: str) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, app: Application, remote: str, turn: TurnServers | None = None
+    ) -> None:
         self.ws = ws
+        self.turn = turn
         self.app = app
         self.remote = remote
         self.client = app.connect(self, remote)
@@ -72,7 +76,7 @@ class SignalingSession:
             logger.info("%s: bad message: %s", self.remote, exc.information)
             self.send(wire.error_message(exc))
             return
-        await handlers.dispatch(self.client, self.app.app_settings, self.send, name, command, text)
+        await handlers.dispatch(self.client, self.app.app_settings, self.send, name, command, text, self.turn)
 
     async def _write_loop(self) -> None:
         while True:

@@ -661,8 +661,14 @@ export class WebRTCAdaptor {
   /** @param {any} msg */
   _onIceServerConfig(msg) {
     const uri = msg.stunServerUri;
-    if (!uri) return;
-    if (String(uri).startsWith("turn:") || String(uri).startsWith("turns:")) {
+    /** @type {string[]} Confero's turnServerUris: every TURN URL, with the same credentials. */
+    const turnUris = Array.isArray(msg.turnServerUris) ? msg.turnServerUris.map(String) : [];
+    if (!uri && turnUris.length === 0) return;
+    if (turnUris.length > 0) {
+      this.peerconnection_config.iceServers = [
+        { urls: turnUris, username: msg.turnServerUsername || "", credential: msg.turnServerCredential || "" },
+      ];
+    } else if (String(uri).startsWith("turn:") || String(uri).startsWith("turns:")) {
       this.peerconnection_config.iceServers = [
         { urls: uri, username: msg.turnServerUsername || "", credential: msg.turnServerCredential || "" },
       ];
