@@ -41,6 +41,9 @@ class PeerConfig:
     announced_address: str | None = None
     max_bitrate: int = 2_500_000
     engine: Engine = field(default_factory=select)
+    #: Seconds without media from a connected peer that expects some before it is closed
+    #: ("media_timeout"); 0 never. Sampled on the housekeeping tick, never per packet.
+    media_timeout: float = 0.0
 
 
 _CANDIDATE_RE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$", re.M)
@@ -84,6 +87,9 @@ class Peer:
         self.data_received = 0
         self.data_dropped = 0
         self.candidates_failed = 0
+        self.rtcp_received = 0  # RTCP compound packets from the remote side
+        self._activity = -1  # the last sample of the subclass's receive counters
+        self._activity_at = 0.0  # when that sample changed (or media stopped being expected)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -108,6 +114,21 @@ class Peer:
         elif state in ("failed", "closed") and not self._closed:
             logger.info("%s %s: connection %s", self.role, self.name, state)
             self.close_soon("ice_failed" if state == "failed" else "closed")
+
+    def check_activity(self, now: float, activity: int, *, expecting: bool = True) -> None:
+        """On the housekeeping tick: `activity` is a counter of what came in (packets); when it
+        has not moved for `media_timeout` seconds while media was `expecting`, close the peer
+        ("media_timeout") as if ICE had failed: its owner hears of it through `on_closed`."""
+        timeout = self.config.media_timeout
+        if timeout <= 0 or self._closed or not self._connected:
+            return
+        if activity != self._activity or not expecting or not self._activity_at:
+            self._activity = activity
+            self._activity_at = now
+            return
+        if now - self._activity_at >= timeout:
+            logger.info("%s %s: no media for %.1f s", self.role, self.name, now - self._activity_at)
+            self.close_soon("media_timeout")
 
     def _call(self, what: str, callback: Callable[..., None], *args: object) -> None:
         """Run an owner's callback; its failure is logged, never raised into aiortc or close()."""

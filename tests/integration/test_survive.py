@@ -1,0 +1,116 @@
+"""Sessions that survive the network (issue 13): a participant whose network disappears is out.
+
+The network of one aiortc client is cut at its own sockets (every datagram in and out dropped,
+STUN included): the server hears nothing more from it, as when a link goes down, while its
+WebSocket stays open. The server must notice from the media plane alone (media inactivity,
+then ICE consent) and tell the others, within 10 s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from confero.server import Server
+from tests.support import eventually
+from tests.support.amsclient import AmsSocket, Player, Publisher
+
+pytestmark = pytest.mark.integration
+
+ROOM = "survive"
+TRIES = 3
+GHOST_LIMIT = 10.0
+
+
+def blackhole(pc: RTCPeerConnection) -> None:
+    """Drop every datagram `pc` sends or receives from now on (its network is gone)."""
+
+    def drop(*args: Any) -> None:
+        pass
+
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        for protocol in connection._protocols:
+            protocol.datagram_received = drop
+            if protocol.transport is not None:
+                protocol.transport.sendto = drop
+    if pc.sctp is not None:
+        for protocol in pc.sctp.transport.transport._connection._protocols:
+            protocol.datagram_received = drop
+            if protocol.transport is not None:
+                protocol.transport.sendto = drop
+
+
+async def join(server: Server, stream_id: str) -> AmsSocket:
+    sock = await AmsSocket.connect(server.port)
+    await sock.send({"command": "joinRoom", "room": ROOM, "streamId": stream_id})
+    await sock.wait_for(definition="joinedTheRoom", timeout=10)
+    return sock
+
+
+async def test_a_publisher_whose_network_is_gone_leaves_the_room_within_10_s(server: Server) -> None:
+    watcher = await join(server, "watcher")
+    delays: list[float] = []
+    try:
+        for i in range(TRIES):
+            stream_id = f"ghost{i}"
+            sock = await join(server, stream_id)
+            publisher = Publisher(sock, stream_id, codec="VP8")
+            try:
+                await publisher.start()
+                await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
+                await watcher.wait_for(definition="streamJoined", stream_id=stream_id, timeout=10)
+                assert publisher.pc is not None
+                blackhole(publisher.pc)
+                cut = time.monotonic()
+                await watcher.wait_for(definition="streamLeaved", stream_id=stream_id, timeout=GHOST_LIMIT + 5)
+                delays.append(time.monotonic() - cut)
+                await eventually(
+                    lambda: not server.dump()["router"]["publishers"], timeout=5, what="the ghost's publisher to go"
+                )
+            finally:
+                await publisher.close()
+                await sock.close()
+    finally:
+        await watcher.close()
+    print(
+        f"ghost publisher: blackhole -> streamLeaved p50 {statistics.median(delays):.2f} s, worst {max(delays):.2f} s"
+    )
+    assert max(delays) <= GHOST_LIMIT, delays
+
+
+async def test_a_player_whose_network_is_gone_is_closed_within_10_s(server: Server) -> None:
+    sock = await AmsSocket.connect(server.port)
+    viewer = await AmsSocket.connect(server.port)
+    publisher = Publisher(sock, "live", codec="VP8")
+    delays: list[float] = []
+    try:
+        await publisher.start()
+        await sock.wait_for(definition="publish_started", stream_id="live", timeout=10)
+        for _ in range(TRIES):
+            player = Player(viewer, "live")
+            try:
+                await player.start()
+                await player.counter.wait_frames(3)
+                assert player.pc is not None
+                blackhole(player.pc)
+                cut = time.monotonic()
+                await eventually(
+                    lambda: not server.dump()["router"]["subscribers"],
+                    timeout=GHOST_LIMIT + 5,
+                    what="the ghost's subscriber to go",
+                )
+                delays.append(time.monotonic() - cut)
+            finally:
+                await player.close()
+        assert [p["name"] for p in server.dump()["router"]["publishers"]] == ["live"]  # the publisher stays
+    finally:
+        await publisher.close()
+        await viewer.close()
+        await sock.close()
+    print(f"ghost player: blackhole -> closed p50 {statistics.median(delays):.2f} s, worst {max(delays):.2f} s")
+    assert max(delays) <= GHOST_LIMIT, delays
