@@ -136,3 +136,73 @@ async def test_a_player_whose_network_is_gone_is_closed_within_10_s(server: Serv
         await sock.close()
     print(f"ghost player: blackhole -> closed p50 {statistics.median(delays):.2f} s, worst {max(delays):.2f} s")
     assert max(delays) <= GHOST_LIMIT, delays
+
+
+# -- re-publish takeover ------------------------------------------------------------------------
+
+RECONNECTS = 20
+
+
+def server_publisher(server: Server, stream_id: str) -> Any:
+    return next((p for p in server.router.publishers if p.name == stream_id and not p.closed), None)
+
+
+async def refused_in_use(sock: AmsSocket, stream_id: str, token: str | None = None) -> None:
+    """A stranger's publish of `stream_id` on `sock` is refused with streamIdInUse."""
+    await sock.send({"command": "publish", "streamId": stream_id, **({"token": token} if token else {})})
+    await sock.wait_for(definition="streamIdInUse", stream_id=stream_id, timeout=5)
+
+
+async def reconnect_rounds(server: Server, stream_id: str, token: str | None = None) -> None:
+    """The owner loses its network RECONNECTS times and re-publishes on a new socket each time;
+    a stranger is refused while the owner is alive; the player keeps its peer connection."""
+    sockets: list[AmsSocket] = []
+    publishers: list[Publisher] = []
+    stranger = await AmsSocket.connect(server.port)
+    viewer = await AmsSocket.connect(server.port)
+    player = Player(viewer, stream_id)
+    try:
+        sock = await AmsSocket.connect(server.port)
+        sockets.append(sock)
+        publisher = Publisher(sock, stream_id, codec="VP8", token=token)
+        publishers.append(publisher)
+        await publisher.start()
+        await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
+        await player.start()
+        await player.counter.wait_frames(3)
+        pc = player.pc
+        for _ in range(RECONNECTS):
+            await refused_in_use(stranger, stream_id, token)
+            assert publisher.pc is not None
+            blackhole(publisher.pc)  # the owner's network is gone; its old socket stays open, silent
+            await eventually(
+                lambda: (p := server_publisher(server, stream_id)) is not None and p.idle_seconds() > 1.2,
+                timeout=5,
+                what="the server to stop hearing the owner's media",
+            )
+            sock = await AmsSocket.connect(server.port)
+            sockets.append(sock)
+            publisher = Publisher(sock, stream_id, codec="VP8", token=token)
+            publishers.append(publisher)
+            await publisher.start()  # never streamIdInUse: AmsError otherwise
+            await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
+            frames = player.video_frames
+            await eventually(
+                lambda f=frames: player.video_frames >= f + 3,  # type: ignore[misc]
+                timeout=10,
+                what="the player to decode the new publisher's frames",
+            )
+            assert player.pc is pc
+        await refused_in_use(stranger, stream_id, token)
+        assert not [m for m in viewer.history if m.get("definition") == "play_finished"]
+        assert len([p for p in server.router.publishers if not p.closed]) == 1
+    finally:
+        await player.close()
+        for publisher in publishers:
+            await publisher.close()
+        for sock in [*sockets, stranger, viewer]:
+            await sock.close()
+
+
+async def test_twenty_reconnects_owner_always_accepted_stranger_always_refused(server: Server) -> None:
+    await reconnect_rounds(server, "owned")

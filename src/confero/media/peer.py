@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,16 +120,23 @@ class Peer:
         """On the housekeeping tick: `activity` is a counter of what came in (packets); when it
         has not moved for `media_timeout` seconds while media was `expecting`, close the peer
         ("media_timeout") as if ICE had failed: its owner hears of it through `on_closed`."""
-        timeout = self.config.media_timeout
-        if timeout <= 0 or self._closed or not self._connected:
+        if self._closed or not self._connected:
             return
         if activity != self._activity or not expecting or not self._activity_at:
             self._activity = activity
             self._activity_at = now
             return
-        if now - self._activity_at >= timeout:
+        timeout = self.config.media_timeout
+        if 0 < timeout <= now - self._activity_at:
             logger.info("%s %s: no media for %.1f s", self.role, self.name, now - self._activity_at)
             self.close_soon("media_timeout")
+
+    def idle_seconds(self) -> float:
+        """Seconds since media last came in, as the housekeeping tick saw it (0 until the peer
+        connected and media was expected; a quarter-second resolution)."""
+        if not self._activity_at or self._closed:
+            return 0.0
+        return max(0.0, time.monotonic() - self._activity_at)
 
     def _call(self, what: str, callback: Callable[..., None], *args: object) -> None:
         """Run an owner's callback; its failure is logged, never raised into aiortc or close()."""
