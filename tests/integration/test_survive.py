@@ -17,12 +17,14 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from confero.server import Server
+from confero.store import TokenRecord
 from tests.support import eventually
 from tests.support.amsclient import AmsSocket, Player, Publisher
 from tests.support.server import assert_no_leaks, make_settings, wait_idle
 
 pytestmark = pytest.mark.integration
 
+APP = "WebRTCAppEE"
 ROOM = "survive"
 TRIES = 3
 GHOST_LIMIT = 10.0
@@ -47,9 +49,9 @@ def blackhole(pc: RTCPeerConnection) -> None:
                 protocol.transport.sendto = drop
 
 
-async def join(server: Server, stream_id: str) -> AmsSocket:
+async def join(server: Server, stream_id: str, room: str = ROOM) -> AmsSocket:
     sock = await AmsSocket.connect(server.port)
-    await sock.send({"command": "joinRoom", "room": ROOM, "streamId": stream_id})
+    await sock.send({"command": "joinRoom", "room": room, "streamId": stream_id})
     await sock.wait_for(definition="joinedTheRoom", timeout=10)
     return sock
 
@@ -153,26 +155,37 @@ async def refused_in_use(sock: AmsSocket, stream_id: str, token: str | None = No
     await sock.wait_for(definition="streamIdInUse", stream_id=stream_id, timeout=5)
 
 
-async def reconnect_rounds(server: Server, stream_id: str, token: str | None = None) -> None:
-    """The owner loses its network RECONNECTS times and re-publishes on a new socket each time;
-    a stranger is refused while the owner is alive; the player keeps its peer connection."""
+async def reconnect_rounds(
+    server: Server,
+    stream_id: str,
+    *,
+    rounds: int = RECONNECTS,
+    token: str | None = None,
+    stranger_token: str | None = None,
+    room: str = "",
+) -> list[dict[str, Any]]:
+    """The owner loses its network `rounds` times and re-publishes on a new socket each time;
+    a stranger is refused while the owner is alive (and, with `stranger_token`, after it is
+    gone too); the player (of the room when `room`) keeps its peer connection. Returns what
+    the viewer (a room member with `room`) received until the last round."""
     sockets: list[AmsSocket] = []
     publishers: list[Publisher] = []
+    extra = {"mainTrack": room} if room else None
     stranger = await AmsSocket.connect(server.port)
-    viewer = await AmsSocket.connect(server.port)
-    player = Player(viewer, stream_id)
+    viewer = await join(server, "watcher", room) if room else await AmsSocket.connect(server.port)
+    player = Player(viewer, room or stream_id)
     try:
         sock = await AmsSocket.connect(server.port)
         sockets.append(sock)
-        publisher = Publisher(sock, stream_id, codec="VP8", token=token)
+        publisher = Publisher(sock, stream_id, codec="VP8", token=token, extra=extra)
         publishers.append(publisher)
         await publisher.start()
         await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
         await player.start()
         await player.counter.wait_frames(3)
         pc = player.pc
-        for _ in range(RECONNECTS):
-            await refused_in_use(stranger, stream_id, token)
+        for _ in range(rounds):
+            await refused_in_use(stranger, stream_id, stranger_token or token)
             assert publisher.pc is not None
             blackhole(publisher.pc)  # the owner's network is gone; its old socket stays open, silent
             await eventually(
@@ -180,9 +193,11 @@ async def reconnect_rounds(server: Server, stream_id: str, token: str | None = N
                 timeout=5,
                 what="the server to stop hearing the owner's media",
             )
+            if stranger_token:
+                await refused_in_use(stranger, stream_id, stranger_token)  # the owner's token only
             sock = await AmsSocket.connect(server.port)
             sockets.append(sock)
-            publisher = Publisher(sock, stream_id, codec="VP8", token=token)
+            publisher = Publisher(sock, stream_id, codec="VP8", token=token, extra=extra)
             publishers.append(publisher)
             await publisher.start()  # never streamIdInUse: AmsError otherwise
             await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
@@ -193,16 +208,35 @@ async def reconnect_rounds(server: Server, stream_id: str, token: str | None = N
                 what="the player to decode the new publisher's frames",
             )
             assert player.pc is pc
-        await refused_in_use(stranger, stream_id, token)
+        await refused_in_use(stranger, stream_id, stranger_token or token)
         assert not [m for m in viewer.history if m.get("definition") == "play_finished"]
         assert len([p for p in server.router.publishers if not p.closed]) == 1
+        seen = list(viewer.history)
     finally:
         await player.close()
         for publisher in publishers:
             await publisher.close()
-        for sock in [*sockets, stranger, viewer]:
+        for sock in [*sockets, stranger]:
             await sock.close()
+        await viewer.close()
+    return seen
 
 
 async def test_twenty_reconnects_owner_always_accepted_stranger_always_refused(server: Server) -> None:
     await reconnect_rounds(server, "owned")
+
+
+async def test_a_room_member_reconnects_without_leaving(server: Server) -> None:
+    """The others see no streamLeaved/streamJoined flap; the room play keeps its m-lines."""
+    seen = await reconnect_rounds(server, "member", rounds=5, room="stay")
+    definitions = [m.get("definition") for m in seen]
+    assert definitions.count("streamJoined") == 1, definitions
+    assert "streamLeaved" not in definitions and "subtrackRemoved" not in definitions, definitions
+
+
+async def test_with_token_control_only_the_owners_token_takes_over(server: Server) -> None:
+    server.applications[APP].app_settings.publishTokenControlEnabled = True
+    expires = int(time.time()) + 600
+    for token in ("owner-token", "stranger-token"):
+        await server.store.save_token(APP, TokenRecord(token, "guarded", expires, "publish"))
+    await reconnect_rounds(server, "guarded", rounds=5, token="owner-token", stranger_token="stranger-token")
