@@ -240,3 +240,72 @@ async def test_with_token_control_only_the_owners_token_takes_over(server: Serve
     for token in ("owner-token", "stranger-token"):
         await server.store.save_token(APP, TokenRecord(token, "guarded", expires, "publish"))
     await reconnect_rounds(server, "guarded", rounds=5, token="owner-token", stranger_token="stranger-token")
+
+
+async def test_the_sdks_reconnect_stop_then_publish_on_the_same_socket_does_not_flap(server: Server) -> None:
+    """The official SDK's tryAgain(): `stop`, then 500 ms later `publish` of the same id, on the
+    socket that survived. The stream and its players stay; the room sees no flap."""
+    room, stream_id = "sdk", "sdkpub"
+    viewer = await join(server, "watcher", room)
+    sock = await join(server, stream_id, room)
+    player = Player(viewer, room)
+    publishers: list[Publisher] = []
+    try:
+        publisher = Publisher(sock, stream_id, codec="VP8")
+        publishers.append(publisher)
+        await publisher.start()
+        await player.start()
+        await player.counter.wait_frames(3)
+        pc = player.pc
+        for _ in range(5):
+            assert publisher.pc is not None
+            blackhole(publisher.pc)
+            await eventually(
+                lambda: (p := server_publisher(server, stream_id)) is not None and p.idle_seconds() > 1.2,
+                timeout=5,
+                what="the server to stop hearing the publisher's media",
+            )
+            await publisher.stop()  # sends stop
+            publisher = Publisher(sock, stream_id, codec="VP8")
+            publishers.append(publisher)
+            await publisher.start()
+            frames = player.video_frames
+            await eventually(
+                lambda f=frames: player.video_frames >= f + 3,  # type: ignore[misc]
+                timeout=10,
+                what="the room play to decode the new publisher's frames",
+            )
+            assert player.pc is pc
+        definitions = [m.get("definition") for m in viewer.history]
+        assert definitions.count("streamJoined") == 1, definitions
+        assert "streamLeaved" not in definitions and "subtrackRemoved" not in definitions, definitions
+        assert "play_finished" not in definitions, definitions
+    finally:
+        await player.close()
+        for p in publishers:
+            await p.close()
+        await sock.close()
+        await viewer.close()
+
+
+async def test_a_stop_after_media_loss_without_a_publish_ends_the_stream_after_the_grace(server: Server) -> None:
+    viewer = await join(server, "watcher", "grace")
+    sock = await join(server, "lone", "grace")
+    publisher = Publisher(sock, "lone", codec="VP8")
+    try:
+        await publisher.start()
+        await viewer.wait_for(definition="streamJoined", stream_id="lone", timeout=10)
+        assert publisher.pc is not None
+        blackhole(publisher.pc)
+        await eventually(
+            lambda: (p := server_publisher(server, "lone")) is not None and p.idle_seconds() > 1.2,
+            timeout=5,
+            what="the server to stop hearing the publisher's media",
+        )
+        await publisher.stop()
+        await viewer.wait_for(definition="streamLeaved", stream_id="lone", timeout=5)
+        await eventually(lambda: not server.dump()["applications"][APP]["streams"], timeout=5, what="the stream to end")
+    finally:
+        await publisher.close()
+        await sock.close()
+        await viewer.close()

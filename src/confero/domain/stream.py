@@ -26,6 +26,15 @@ from confero.store import StreamRecord
 logger = logging.getLogger(__name__)
 
 
+#: A publisher heard (signaling) or whose media came in within this many seconds is alive: a
+#: publish of its id is refused. The media plane samples media on a quarter-second tick.
+OWNER_ALIVE = 1.0
+#: The official SDK reconnects a publisher whose ICE failed with `stop` and, 500 ms later, the
+#: same `publish`: a stop of a publication whose media was lost keeps its Stream (and players)
+#: this long for that publish.
+RESTORE_GRACE = 2.0
+
+
 def track_id(kind: str, stream_id: str) -> str:
     """The track id Ant Media's SDK expects in idMapping: ARDAMSv<id> / ARDAMSa<id>."""
     return f"ARDAMS{'v' if kind == 'video' else 'a'}{stream_id}"
@@ -230,8 +239,13 @@ class Publication(Leg):
         # replacement took the stream over.
         if self.replaced:
             await self.close(reason)
-        else:
-            await self.stream.close(reason)
+            return
+        publisher = self.publisher
+        if reason == "stop" and self.started and publisher is not None and publisher.idle_seconds() > OWNER_ALIVE:
+            self.stream.orphan(RESTORE_GRACE)  # the SDK's reconnect: its publish follows
+            await self.close(reason)
+            return
+        await self.stream.close(reason)
 
     def _finished_event(self) -> events.Event:
         return events.PublishFinished(self.stream_id)
@@ -378,6 +392,7 @@ class Stream:
         self._on_started = on_started
         self._on_ended = on_ended
         self._on_restored = on_restored
+        self.orphaned: asyncio.TimerHandle | None = None  # its publication stopped; a publish may follow
 
     @property
     def started(self) -> bool:
@@ -396,7 +411,24 @@ class Stream:
         old, self.publication = self.publication, publication
         if old is not None:
             old.replaced = True
+        if self.orphaned is not None:
+            self.orphaned.cancel()
+            self.orphaned = None
         return old
+
+    def orphan(self, grace: float) -> None:
+        """Its publication ends without the stream: a publish of the id within `grace` seconds
+        takes it over (`replace_publication`), else the stream ends as if stopped."""
+        if self.closed or self.orphaned is not None:
+            return
+        if self.publication is not None:
+            self.publication.replaced = True
+        self.orphaned = asyncio.get_running_loop().call_later(grace, self._orphan_expired)
+
+    def _orphan_expired(self) -> None:
+        self.orphaned = None
+        if not self.closed:
+            self.ctx.tasks.spawn(self.close("stop"))
 
     def publication_restored(self) -> None:
         """A replacement publication connected: its players switch to its tracks."""
@@ -416,6 +448,9 @@ class Stream:
         if self.closed:
             return
         self.closed = True
+        if self.orphaned is not None:
+            self.orphaned.cancel()
+            self.orphaned = None
         await asyncio.gather(*(p.close(reason) for p in list(self.playbacks)), return_exceptions=True)
         await self._on_ended(self, reason)
         if self.publication is not None:

@@ -21,7 +21,7 @@ from confero.domain.ids import check_stream_id, new_stream_id
 from confero.domain.results import StreamInfo
 from confero.domain.room import Member, RoomClient, RoomPlayback
 from confero.domain.rooms import Rooms
-from confero.domain.stream import Playback, Publication, Stream
+from confero.domain.stream import OWNER_ALIVE, Playback, Publication, Stream
 from confero.errors import (
     BadRequest,
     IdTaken,
@@ -38,10 +38,6 @@ from confero.store import LIVE_STATUSES, StreamRecord, TokenRecord, now_ms
 logger = logging.getLogger(__name__)
 
 P = TypeVar("P", Playback, RoomPlayback)
-
-#: A publisher heard (signaling) or whose media came in within this many seconds is alive: a
-#: publish of its id is refused. The media plane samples media on a quarter-second tick.
-OWNER_ALIVE = 1.0
 
 
 class Streams(Mapping[str, Stream]):
@@ -147,13 +143,16 @@ class Streams(Mapping[str, Stream]):
         control the same token or JWT as the original's. Otherwise the usual checks refuse it
         (the token's, then InUse)."""
         old = stream.publication
-        if stream.closed or old is None or old.closed or not old.started or old.replaced:
+        if stream.closed or old is None or not old.started:
+            return False
+        orphaned = stream.orphaned is not None  # stopped after its media was lost (the SDK's reconnect)
+        if not orphaned and (old.closed or old.replaced):
             return False
         if room != stream.room:
             return False
         if self.access.controlled("publish") and token != old.token:
             return False
-        return not old.alive(OWNER_ALIVE)
+        return orphaned or not old.alive(OWNER_ALIVE)
 
     def _take_over(self, stream: Stream, client: RoomClient, *, token: str | None) -> Publication:
         """The stream's publisher lost its connection and comes back (the SDK's reconnect): the
@@ -163,7 +162,8 @@ class Streams(Mapping[str, Stream]):
         publication = Publication(stream, client, token=token, restoring=True)
         stream.replace_publication(publication)
         logger.info("stream %s: publisher replaced (its connection was lost)", stream.stream_id)
-        self.ctx.tasks.spawn(old.close("replaced"))
+        if not old.closed:
+            self.ctx.tasks.spawn(old.close("replaced"))
         return publication
 
     def _restored(self, stream: Stream) -> None:
