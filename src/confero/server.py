@@ -88,7 +88,13 @@ class Server:
         )
         self.router = Router(
             PeerConfig(
-                ice=IcePolicy(addresses=addresses, port_range=settings.port_range()),
+                ice=IcePolicy(
+                    addresses=addresses,
+                    port_range=settings.port_range(),
+                    consent_interval=settings.ice_consent_interval,
+                    consent_failures=settings.ice_consent_failures,
+                ),
+                media_timeout=settings.media_timeout,
                 announced_address=settings.announced_address or None,
                 ice_servers=server_ice_servers(settings),
                 max_bitrate=settings.max_bitrate,

@@ -180,6 +180,16 @@ class Settings:
         default=2_500_000, metadata=_about("bitrate (bit/s) publishers are told they may send (REMB)")
     )
     publish_timeout: float = field(default=20.0, metadata=_about("seconds a publish or play may take to connect"))
+    media_timeout: float = field(
+        default=5.0,
+        metadata=_about("seconds without RTP/RTCP from a connected publisher or player before it is closed (0: never)"),
+    )
+    ice_consent_interval: float = field(
+        default=1.0, metadata=_about("seconds between ICE consent checks of a server peer (RFC 7675; aioice: 5)")
+    )
+    ice_consent_failures: int = field(
+        default=4, metadata=_about("consent checks in a row without an answer before a server peer is closed")
+    )
     compiled_fanout: bool = field(
         default=True,
         metadata=_about("forward with the compiled fan-out when it is built (false: the pure-Python engine)"),
@@ -266,6 +276,12 @@ class Settings:
             raise SettingsError(f"tls_port: {self.tls_port} is not a port")
         if self.tls_cert and self.port and self.tls_port == self.port:
             raise SettingsError(f"tls_port: {self.tls_port} is also the plain port")
+        if self.media_timeout < 0:
+            raise SettingsError(f"media_timeout: {self.media_timeout} is negative")
+        if self.ice_consent_interval <= 0:
+            raise SettingsError(f"ice_consent_interval: {self.ice_consent_interval} is not a positive number")
+        if self.ice_consent_failures < 1:
+            raise SettingsError(f"ice_consent_failures: {self.ice_consent_failures} is less than 1")
         if self.tls_redirect and not self.tls_cert:
             raise SettingsError("tls_redirect: needs tls_cert and tls_key")
         self.trusted_networks()

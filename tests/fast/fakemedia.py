@@ -94,6 +94,7 @@ class FakePublisher(FakePeer):
         self._tracks: list[TrackInfo] = []
         self.octets = {"video": 0, "audio": 0}
         self.level = 127  # what levels() reports for its audio track (a test sets it)
+        self.idle = 0.0  # what idle_seconds() reports (a test sets it: its media stopped)
 
     async def answer(self, offer_sdp: str) -> str:
         if offer_sdp == "bad":
@@ -120,6 +121,9 @@ class FakePublisher(FakePeer):
 
     def levels(self) -> list[TrackLevel]:
         return [TrackLevel(t.track_id, self.level) for t in self._tracks if t.kind == "audio"]
+
+    def idle_seconds(self) -> float:
+        return self.idle
 
     def _forget(self) -> None:
         super()._forget()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -65,10 +66,19 @@ class Client:
         self.memberships: dict[str, str] = {}  # room id -> the stream id this client joined it with
         self._on_closed = on_closed
         self.closed = False
+        self.last_heard = time.monotonic()  # when the connection last sent anything (heard())
 
     @property
     def client_id(self) -> str:
         return self._client_id
+
+    def heard(self) -> None:
+        """The connection sent something (the transport calls this per message)."""
+        self.last_heard = time.monotonic()
+
+    def silent_for(self) -> float:
+        """Seconds since the connection last sent anything."""
+        return time.monotonic() - self.last_heard
 
     # -- what the domain tells this client -------------------------------------------------------
 

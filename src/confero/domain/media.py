@@ -50,6 +50,10 @@ class MediaPublisher(MediaPeer, Protocol):
 
     def stats(self) -> list[TrackStats]: ...
 
+    def idle_seconds(self) -> float:
+        """Seconds since its media last came in (0 when none is expected: data only, not yet)."""
+        ...
+
     def levels(self) -> list[TrackLevel]:
         """Each audio track's loudest RFC 6464 level since the last call (127: silence)."""
         ...

@@ -355,6 +355,13 @@ class RoomPlayback(Player):
                     subscriber.switch_source(label, ids[0])  # a slot changes source: no renegotiation
                     self._carried[label] = ids
                     continue
+                if (
+                    carried is not None
+                    and len(ids) == len(carried)
+                    and all([subscriber.switch_source(label, i) for i in ids])
+                ):
+                    self._carried[label] = ids  # a replacement publisher of the member: same m-lines
+                    continue
                 if carried is not None:
                     subscriber.remove_source(label)
                 added.append(label)

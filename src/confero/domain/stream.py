@@ -20,9 +20,19 @@ from confero.domain.context import Context
 from confero.domain.media import MediaPeer, MediaPublisher, MediaSubscriber, TrackInfo
 from confero.domain.results import LegStats, StreamInfo, SubscriberInfo
 from confero.errors import NotFound, OutOfOrder
+from confero.media.types import MediaError
 from confero.store import StreamRecord
 
 logger = logging.getLogger(__name__)
+
+
+#: A publisher heard (signaling) or whose media came in within this many seconds is alive: a
+#: publish of its id is refused. The media plane samples media on a quarter-second tick.
+OWNER_ALIVE = 1.0
+#: The official SDK reconnects a publisher whose ICE failed with `stop` and, 500 ms later, the
+#: same `publish`: a stop of a publication whose media was lost keeps its Stream (and players)
+#: this long for that publish.
+RESTORE_GRACE = 2.0
 
 
 def track_id(kind: str, stream_id: str) -> str:
@@ -44,6 +54,10 @@ class Party(Protocol):
     def deliver(self, event: events.Event) -> None: ...
 
     def leg_closed(self, leg: Leg) -> None: ...
+
+    def silent_for(self) -> float:
+        """Seconds since the client's connection last sent anything."""
+        ...
 
 
 class Leg:
@@ -168,10 +182,23 @@ class Publication(Leg):
 
     kind = "publish"
 
-    def __init__(self, stream: Stream, client: Party) -> None:
+    def __init__(self, stream: Stream, client: Party, *, token: str | None = None, restoring: bool = False) -> None:
         super().__init__(stream.ctx, client, stream.stream_id)
         self.stream = stream
         self.publisher: MediaPublisher | None = None
+        self.token = token  # what admitted it: a replacement must present the same
+        self.restoring = restoring  # it replaces a lost publication of the same stream
+        self.replaced = False  # a replacement took the stream over: ending this one leaves it be
+
+    def alive(self, window: float) -> bool:
+        """Its client was heard, or its media came in, within `window` seconds (the probe a
+        re-publish of its id must fail to take the stream over)."""
+        if self.closed:
+            return False
+        publisher = self.publisher
+        if publisher is None or publisher.closed or not self.started:
+            return True  # still connecting: its own deadline decides
+        return self.client.silent_for() < window or publisher.idle_seconds() < window
 
     async def accept_offer(self, sdp: str) -> None:
         if self.publisher is not None:
@@ -200,11 +227,24 @@ class Publication(Leg):
         return LegStats(self.client.client_id, "publish", self.started and not self.closed, tuple(stats))
 
     def _on_started(self) -> None:
-        self.stream.publication_started()
+        if self.restoring:
+            self.stream.publication_restored()
+        else:
+            self.stream.publication_started()
+        # The SDK knows no session_restored (2.16.2): a restored session starts like any other.
         self.client.deliver(events.PublishStarted(self.stream_id, self.stream.room))
 
     async def end(self, reason: str) -> None:
-        # A stream lives as long as its publication: ending one ends the other.
+        # A stream lives as long as its publication: ending one ends the other, unless a
+        # replacement took the stream over.
+        if self.replaced:
+            await self.close(reason)
+            return
+        publisher = self.publisher
+        if reason == "stop" and self.started and publisher is not None and publisher.idle_seconds() > OWNER_ALIVE:
+            self.stream.orphan(RESTORE_GRACE)  # the SDK's reconnect: its publish follows
+            await self.close(reason)
+            return
         await self.stream.close(reason)
 
     def _finished_event(self) -> events.Event:
@@ -303,6 +343,17 @@ class Playback(Player):
     def _detach(self) -> None:
         self.stream.playbacks.discard(self)
 
+    def switch_to(self, tracks: list[TrackInfo]) -> None:
+        """Carry a replacement publication's tracks on the same m-lines (no renegotiation)."""
+        subscriber = self.subscriber
+        if subscriber is None or subscriber.closed:
+            return
+        for track in tracks:
+            try:
+                subscriber.switch_source(self.stream_id, track.track_id)
+            except MediaError as exc:
+                logger.info("play %s: no switch to %s: %s", self.stream_id, track.track_id, exc)
+
 
 #: What a Stream's owner does when it starts and when it ends.
 StreamStartedHook = Callable[["Stream"], None]
@@ -325,6 +376,7 @@ class Stream:
         metadata: str = "",
         on_started: StreamStartedHook,
         on_ended: StreamEndedHook,
+        on_restored: StreamStartedHook | None = None,
     ) -> None:
         self.ctx = ctx
         self.stream_id = stream_id
@@ -339,6 +391,8 @@ class Stream:
         self.room_data: RoomData | None = None  # set by the room the stream publishes in
         self._on_started = on_started
         self._on_ended = on_ended
+        self._on_restored = on_restored
+        self.orphaned: asyncio.TimerHandle | None = None  # its publication stopped; a publish may follow
 
     @property
     def started(self) -> bool:
@@ -351,6 +405,39 @@ class Stream:
         self.started_at = time.time()
         self._on_started(self)
 
+    def replace_publication(self, publication: Publication) -> Publication | None:
+        """`publication` takes the stream over; the previous one (returned) ends on its own,
+        without ending the stream (its players stay, and switch once the new one starts)."""
+        old, self.publication = self.publication, publication
+        if old is not None:
+            old.replaced = True
+        if self.orphaned is not None:
+            self.orphaned.cancel()
+            self.orphaned = None
+        return old
+
+    def orphan(self, grace: float) -> None:
+        """Its publication ends without the stream: a publish of the id within `grace` seconds
+        takes it over (`replace_publication`), else the stream ends as if stopped."""
+        if self.closed or self.orphaned is not None:
+            return
+        if self.publication is not None:
+            self.publication.replaced = True
+        self.orphaned = asyncio.get_running_loop().call_later(grace, self._orphan_expired)
+
+    def _orphan_expired(self) -> None:
+        self.orphaned = None
+        if not self.closed:
+            self.ctx.tasks.spawn(self.close("stop"))
+
+    def publication_restored(self) -> None:
+        """A replacement publication connected: its players switch to its tracks."""
+        tracks = self.tracks()
+        for playback in list(self.playbacks):
+            playback.switch_to(tracks)
+        if self._on_restored is not None:
+            self._on_restored(self)
+
     def add_player(self, client: Party) -> Playback:
         playback = Playback(self, client)
         self.playbacks.add(playback)
@@ -361,6 +448,9 @@ class Stream:
         if self.closed:
             return
         self.closed = True
+        if self.orphaned is not None:
+            self.orphaned.cancel()
+            self.orphaned = None
         await asyncio.gather(*(p.close(reason) for p in list(self.playbacks)), return_exceptions=True)
         await self._on_ended(self, reason)
         if self.publication is not None:

@@ -21,7 +21,7 @@ from confero.domain.ids import check_stream_id, new_stream_id
 from confero.domain.results import StreamInfo
 from confero.domain.room import Member, RoomClient, RoomPlayback
 from confero.domain.rooms import Rooms
-from confero.domain.stream import Playback, Publication, Stream
+from confero.domain.stream import OWNER_ALIVE, Playback, Publication, Stream
 from confero.errors import (
     BadRequest,
     IdTaken,
@@ -71,6 +71,9 @@ class Streams(Mapping[str, Stream]):
         """
         try:
             check_stream_id(stream_id)
+            existing = self.live.get(stream_id)
+            if existing is not None and not self.closed and self._lost(existing, room=room, token=token):
+                return self._take_over(existing, client, token=token)
             grant = await self.access.authorize("publish", token, stream_id, room)
             if self.closed:
                 raise ShuttingDown("the server is shutting down")
@@ -95,8 +98,9 @@ class Streams(Mapping[str, Stream]):
                 metadata=metadata,
                 on_started=self._started,
                 on_ended=self._ended,
+                on_restored=self._restored,
             )
-            stream.publication = Publication(stream, client)
+            stream.publication = Publication(stream, client, token=token)
             self.live[stream_id] = stream
         except Exception as exc:
             self.ctx.observers.emit(observer.PublishRefused(self.ctx.app, stream_id, type(exc).__name__, room))
@@ -132,6 +136,40 @@ class Streams(Mapping[str, Stream]):
         record.update_time = now_ms()
         await self.ctx.store.save_stream(self.ctx.app, record)
         return stream.publication
+
+    def _lost(self, stream: Stream, *, room: str, token: str | None) -> bool:
+        """A publish of a live id may take it over: its publisher started and is gone (neither
+        heard nor sending media for OWNER_ALIVE seconds), in the same room, and with token
+        control the same token or JWT as the original's. Otherwise the usual checks refuse it
+        (the token's, then InUse)."""
+        old = stream.publication
+        if stream.closed or old is None or not old.started:
+            return False
+        orphaned = stream.orphaned is not None  # stopped after its media was lost (the SDK's reconnect)
+        if not orphaned and (old.closed or old.replaced):
+            return False
+        if room != stream.room:
+            return False
+        if self.access.controlled("publish") and token != old.token:
+            return False
+        return orphaned or not old.alive(OWNER_ALIVE)
+
+    def _take_over(self, stream: Stream, client: RoomClient, *, token: str | None) -> Publication:
+        """The stream's publisher lost its connection and comes back (the SDK's reconnect): the
+        new publication replaces it on the same Stream, its players kept. No await: one step."""
+        old = stream.publication
+        assert old is not None
+        publication = Publication(stream, client, token=token, restoring=True)
+        stream.replace_publication(publication)
+        logger.info("stream %s: publisher replaced (its connection was lost)", stream.stream_id)
+        if not old.closed:
+            self.ctx.tasks.spawn(old.close("replaced"))
+        return publication
+
+    def _restored(self, stream: Stream) -> None:
+        live_room = self.rooms.get(stream.room) if stream.room else None
+        if live_room is not None and not stream.closed:
+            self.ctx.tasks.spawn(live_room.refresh_playbacks())
 
     # -- the live streams, as a read-only mapping -----------------------------------------------
 

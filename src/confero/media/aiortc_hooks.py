@@ -35,6 +35,7 @@ from importlib import metadata
 from typing import Any
 
 import aioice.ice
+import aioice.stun
 import pylibsrtp
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
@@ -77,6 +78,10 @@ class IcePolicy:
     #: SO_RCVBUF/SO_SNDBUF of media sockets (the kernel caps it at net.core.rmem_max/wmem_max):
     #: room for a few hundred ms of packets while the event loop is busy elsewhere.
     socket_buffer: int = 4 << 20
+    #: ICE consent (RFC 7675) of server peers: a check every `consent_interval` seconds (+-20%),
+    #: closed after `consent_failures` unanswered in a row. None: aioice's own (5 s, 6 failures).
+    consent_interval: float | None = None
+    consent_failures: int = 6
 
 
 _policy: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar("confero_ice_policy", default=None)
@@ -102,6 +107,8 @@ async def _get_component_candidates(
     policy = _policy.get()
     if policy is None:
         return await _original_get_component_candidates(self, component, addresses, timeout)
+    if policy.consent_interval is not None:
+        self._confero_consent = (policy.consent_interval, policy.consent_failures)  # type: ignore[attr-defined]  # read by _query_consent
     if policy.port_range is None:
         gathered: list[Candidate] = await _original_get_component_candidates(self, component, addresses, timeout)
         _size_buffers(self, policy.socket_buffer)
@@ -159,7 +166,36 @@ async def _query_consent(self: aioice.ice.Connection) -> None:
     # consent loop on a closed connection, where it would run forever. Never start it then.
     if self._closing or self._closed:
         return
-    await _original_query_consent(self)
+    consent: tuple[float, int] | None = getattr(self, "_confero_consent", None)
+    if consent is None:
+        await _original_query_consent(self)
+        return
+    await _consent_loop(self, *consent)
+
+
+async def _consent_loop(self: aioice.ice.Connection, interval: float, max_failures: int) -> None:
+    """aioice's `query_consent` with a server peer's own interval and failure count."""
+    assert self.remote_password is not None
+    failures = 0
+    while True:
+        await asyncio.sleep(interval * (0.8 + 0.4 * random.random()))
+        for pair in self._nominated.values():
+            request = self.build_request(pair, nominate=False)
+            try:
+                await pair.protocol.request(
+                    request,
+                    pair.remote_addr,
+                    integrity_key=self.remote_password.encode("utf8"),
+                    retransmissions=0,
+                )
+                failures = 0
+            except aioice.stun.TransactionError:
+                failures += 1
+            if failures >= max_failures:
+                logger.info("ICE consent expired after %d unanswered checks", failures)
+                self._query_consent_task = None
+                await self.close()
+                return
 
 
 def install_ice_patches() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,9 @@ class PeerConfig:
     ice_servers: Callable[[], tuple[IceServer, ...]] = _no_ice_servers
     max_bitrate: int = 2_500_000
     engine: Engine = field(default_factory=select)
+    #: Seconds without media from a connected peer that expects some before it is closed
+    #: ("media_timeout"); 0 never. Sampled on the housekeeping tick, never per packet.
+    media_timeout: float = 0.0
 
 
 _CANDIDATE_RE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$", re.M)
@@ -107,6 +111,9 @@ class Peer:
         self.data_received = 0
         self.data_dropped = 0
         self.candidates_failed = 0
+        self.rtcp_received = 0  # RTCP compound packets from the remote side
+        self._activity = -1  # the last sample of the subclass's receive counters
+        self._activity_at = 0.0  # when that sample changed (or media stopped being expected)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -131,6 +138,28 @@ class Peer:
         elif state in ("failed", "closed") and not self._closed:
             logger.info("%s %s: connection %s", self.role, self.name, state)
             self.close_soon("ice_failed" if state == "failed" else "closed")
+
+    def check_activity(self, now: float, activity: int, *, expecting: bool = True) -> None:
+        """On the housekeeping tick: `activity` is a counter of what came in (packets); when it
+        has not moved for `media_timeout` seconds while media was `expecting`, close the peer
+        ("media_timeout") as if ICE had failed: its owner hears of it through `on_closed`."""
+        if self._closed or not self._connected:
+            return
+        if activity != self._activity or not expecting or not self._activity_at:
+            self._activity = activity
+            self._activity_at = now
+            return
+        timeout = self.config.media_timeout
+        if 0 < timeout <= now - self._activity_at:
+            logger.info("%s %s: no media for %.1f s", self.role, self.name, now - self._activity_at)
+            self.close_soon("media_timeout")
+
+    def idle_seconds(self) -> float:
+        """Seconds since media last came in, as the housekeeping tick saw it (0 until the peer
+        connected and media was expected; a quarter-second resolution)."""
+        if not self._activity_at or self._closed:
+            return 0.0
+        return max(0.0, time.monotonic() - self._activity_at)
 
     def _call(self, what: str, callback: Callable[..., None], *args: object) -> None:
         """Run an owner's callback; its failure is logged, never raised into aiortc or close()."""

@@ -212,6 +212,7 @@ class Publisher(Peer):
     # -- RTCP ----------------------------------------------------------------------------
 
     def _on_rtcp(self, data: bytes) -> None:
+        self.rtcp_received += 1
         for packet in RtcpPacket.parse(data):
             if isinstance(packet, RtcpSrPacket):
                 route = self._routes.get(packet.ssrc)
@@ -242,7 +243,13 @@ class Publisher(Peer):
 
     def tick(self, now: float) -> None:
         """Housekeeping: NACK retries, keyframe retries while copies wait; receiver reports and
-        REMB once a second."""
+        REMB once a second; closed when its media stopped (`check_activity`; a publisher of a
+        data channel alone is left to ICE consent)."""
+        if self.uptracks:
+            activity = self.rtcp_received
+            for uptrack in self.uptracks:
+                activity += uptrack.packets
+            self.check_activity(now, activity)
         for uptrack in self.uptracks:
             uptrack.retry_nacks()
             if uptrack.pending:

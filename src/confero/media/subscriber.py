@@ -121,6 +121,7 @@ class Subscriber(Peer):
         self._cname: str | None = None
         self._by_ssrc: dict[int, DownTrack] = {}
         self._tap: TransportTap | None = None
+        self._sent_sample = 0  # sum of the copies' packets at the last tick
 
     # -- sources ---------------------------------------------------------------------------
 
@@ -296,6 +297,7 @@ class Subscriber(Peer):
     # -- RTCP ----------------------------------------------------------------------------
 
     def _on_rtcp(self, data: bytes) -> None:
+        self.rtcp_received += 1
         for packet in RtcpPacket.parse(data):
             if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 target = packet.media_ssrc
@@ -311,7 +313,16 @@ class Subscriber(Peer):
 
     def tick(self, now: float) -> None:
         """Housekeeping: about once a second (0.5-1.5 s, RFC 3550 6.2), one compound RTCP packet
-        with the SRs of up to 30 copies (the publisher's clock, translated) and a CNAME."""
+        with the SRs of up to 30 copies (the publisher's clock, translated) and a CNAME.
+
+        Closed when the player sends no RTCP (its receiver reports) for `media_timeout` seconds
+        while it is being sent media (a player of idle slots sends nothing and is left to ICE
+        consent)."""
+        sent = 0
+        for downtrack in self.downtracks:
+            sent += downtrack.packets
+        self.check_activity(now, self.rtcp_received, expecting=sent != self._sent_sample)
+        self._sent_sample = sent
         if now < self._next_report or self._tap is None or not self._tap.ready:
             return
         self._next_report = now + random.uniform(*REPORT_INTERVAL)

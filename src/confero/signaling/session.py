@@ -70,6 +70,7 @@ class SignalingSession:
             await self.close()
 
     async def handle(self, text: str) -> None:
+        self.client.heard()
         try:
             name, command = m.decode(text)
         except m.DecodeFailure as exc:

@@ -1,0 +1,311 @@
+"""Sessions that survive the network (issue 13): a participant whose network disappears is out.
+
+The network of one aiortc client is cut at its own sockets (every datagram in and out dropped,
+STUN included): the server hears nothing more from it, as when a link goes down, while its
+WebSocket stays open. The server must notice from the media plane alone (media inactivity,
+then ICE consent) and tell the others, within 10 s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from confero.server import Server
+from confero.store import TokenRecord
+from tests.support import eventually
+from tests.support.amsclient import AmsSocket, Player, Publisher
+from tests.support.server import assert_no_leaks, make_settings, wait_idle
+
+pytestmark = pytest.mark.integration
+
+APP = "WebRTCAppEE"
+ROOM = "survive"
+TRIES = 3
+GHOST_LIMIT = 10.0
+
+
+def blackhole(pc: RTCPeerConnection) -> None:
+    """Drop every datagram `pc` sends or receives from now on (its network is gone)."""
+
+    def drop(*args: Any) -> None:
+        pass
+
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        for protocol in connection._protocols:
+            protocol.datagram_received = drop
+            if protocol.transport is not None:
+                protocol.transport.sendto = drop
+    if pc.sctp is not None:
+        for protocol in pc.sctp.transport.transport._connection._protocols:
+            protocol.datagram_received = drop
+            if protocol.transport is not None:
+                protocol.transport.sendto = drop
+
+
+async def join(server: Server, stream_id: str, room: str = ROOM) -> AmsSocket:
+    sock = await AmsSocket.connect(server.port)
+    await sock.send({"command": "joinRoom", "room": room, "streamId": stream_id})
+    await sock.wait_for(definition="joinedTheRoom", timeout=10)
+    return sock
+
+
+async def test_a_publisher_whose_network_is_gone_leaves_the_room_within_10_s(server: Server) -> None:
+    delays = await ghost_publishers(server)
+    print(
+        f"ghost publisher: blackhole -> streamLeaved p50 {statistics.median(delays):.2f} s, worst {max(delays):.2f} s"
+    )
+    assert max(delays) <= GHOST_LIMIT, delays
+
+
+async def test_ice_consent_alone_removes_a_ghost_within_10_s(tmp_path: Path) -> None:
+    """With the media timeout off, the consent checks (1 s, 4 failures) find the ghost."""
+    srv = Server(make_settings(tmp_path, media_timeout=0.0))
+    await srv.start()
+    try:
+        delays = await ghost_publishers(srv, tries=1)
+        await wait_idle(srv)
+        assert_no_leaks(srv)
+    finally:
+        await srv.close()
+    print(f"ghost publisher, consent only: blackhole -> streamLeaved {max(delays):.2f} s")
+    assert 2.0 <= max(delays) <= GHOST_LIMIT, delays
+
+
+async def ghost_publishers(server: Server, tries: int = TRIES) -> list[float]:
+    """Seconds from each blackholed publisher's cut to its streamLeaved at another member."""
+    watcher = await join(server, "watcher")
+    delays: list[float] = []
+    try:
+        for i in range(tries):
+            stream_id = f"ghost{i}"
+            sock = await join(server, stream_id)
+            publisher = Publisher(sock, stream_id, codec="VP8")
+            try:
+                await publisher.start()
+                await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
+                await watcher.wait_for(definition="streamJoined", stream_id=stream_id, timeout=10)
+                assert publisher.pc is not None
+                blackhole(publisher.pc)
+                cut = time.monotonic()
+                await watcher.wait_for(definition="streamLeaved", stream_id=stream_id, timeout=GHOST_LIMIT + 5)
+                delays.append(time.monotonic() - cut)
+                await eventually(
+                    lambda: not server.dump()["router"]["publishers"], timeout=5, what="the ghost's publisher to go"
+                )
+            finally:
+                await publisher.close()
+                await sock.close()
+    finally:
+        await watcher.close()
+    return delays
+
+
+async def test_a_player_whose_network_is_gone_is_closed_within_10_s(server: Server) -> None:
+    sock = await AmsSocket.connect(server.port)
+    viewer = await AmsSocket.connect(server.port)
+    publisher = Publisher(sock, "live", codec="VP8")
+    delays: list[float] = []
+    try:
+        await publisher.start()
+        await sock.wait_for(definition="publish_started", stream_id="live", timeout=10)
+        for _ in range(TRIES):
+            player = Player(viewer, "live")
+            try:
+                await player.start()
+                await player.counter.wait_frames(3)
+                assert player.pc is not None
+                blackhole(player.pc)
+                cut = time.monotonic()
+                await eventually(
+                    lambda: not server.dump()["router"]["subscribers"],
+                    timeout=GHOST_LIMIT + 5,
+                    what="the ghost's subscriber to go",
+                )
+                delays.append(time.monotonic() - cut)
+            finally:
+                await player.close()
+        assert [p["name"] for p in server.dump()["router"]["publishers"]] == ["live"]  # the publisher stays
+    finally:
+        await publisher.close()
+        await viewer.close()
+        await sock.close()
+    print(f"ghost player: blackhole -> closed p50 {statistics.median(delays):.2f} s, worst {max(delays):.2f} s")
+    assert max(delays) <= GHOST_LIMIT, delays
+
+
+# -- re-publish takeover ------------------------------------------------------------------------
+
+RECONNECTS = 20
+
+
+def server_publisher(server: Server, stream_id: str) -> Any:
+    return next((p for p in server.router.publishers if p.name == stream_id and not p.closed), None)
+
+
+async def refused_in_use(sock: AmsSocket, stream_id: str, token: str | None = None) -> None:
+    """A stranger's publish of `stream_id` on `sock` is refused with streamIdInUse."""
+    await sock.send({"command": "publish", "streamId": stream_id, **({"token": token} if token else {})})
+    await sock.wait_for(definition="streamIdInUse", stream_id=stream_id, timeout=5)
+
+
+async def reconnect_rounds(
+    server: Server,
+    stream_id: str,
+    *,
+    rounds: int = RECONNECTS,
+    token: str | None = None,
+    stranger_token: str | None = None,
+    room: str = "",
+) -> list[dict[str, Any]]:
+    """The owner loses its network `rounds` times and re-publishes on a new socket each time;
+    a stranger is refused while the owner is alive (and, with `stranger_token`, after it is
+    gone too); the player (of the room when `room`) keeps its peer connection. Returns what
+    the viewer (a room member with `room`) received until the last round."""
+    sockets: list[AmsSocket] = []
+    publishers: list[Publisher] = []
+    extra = {"mainTrack": room} if room else None
+    stranger = await AmsSocket.connect(server.port)
+    viewer = await join(server, "watcher", room) if room else await AmsSocket.connect(server.port)
+    player = Player(viewer, room or stream_id)
+    try:
+        sock = await AmsSocket.connect(server.port)
+        sockets.append(sock)
+        publisher = Publisher(sock, stream_id, codec="VP8", token=token, extra=extra)
+        publishers.append(publisher)
+        await publisher.start()
+        await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
+        await player.start()
+        await player.counter.wait_frames(3)
+        pc = player.pc
+        for _ in range(rounds):
+            await refused_in_use(stranger, stream_id, stranger_token or token)
+            assert publisher.pc is not None
+            blackhole(publisher.pc)  # the owner's network is gone; its old socket stays open, silent
+            await eventually(
+                lambda: (p := server_publisher(server, stream_id)) is not None and p.idle_seconds() > 1.2,
+                timeout=5,
+                what="the server to stop hearing the owner's media",
+            )
+            if stranger_token:
+                await refused_in_use(stranger, stream_id, stranger_token)  # the owner's token only
+            sock = await AmsSocket.connect(server.port)
+            sockets.append(sock)
+            publisher = Publisher(sock, stream_id, codec="VP8", token=token, extra=extra)
+            publishers.append(publisher)
+            await publisher.start()  # never streamIdInUse: AmsError otherwise
+            await sock.wait_for(definition="publish_started", stream_id=stream_id, timeout=10)
+            frames = player.video_frames
+            await eventually(
+                lambda f=frames: player.video_frames >= f + 3,  # type: ignore[misc]
+                timeout=10,
+                what="the player to decode the new publisher's frames",
+            )
+            assert player.pc is pc
+        await refused_in_use(stranger, stream_id, stranger_token or token)
+        assert not [m for m in viewer.history if m.get("definition") == "play_finished"]
+        assert len([p for p in server.router.publishers if not p.closed]) == 1
+        seen = list(viewer.history)
+    finally:
+        await player.close()
+        for publisher in publishers:
+            await publisher.close()
+        for sock in [*sockets, stranger]:
+            await sock.close()
+        await viewer.close()
+    return seen
+
+
+async def test_twenty_reconnects_owner_always_accepted_stranger_always_refused(server: Server) -> None:
+    await reconnect_rounds(server, "owned")
+
+
+async def test_a_room_member_reconnects_without_leaving(server: Server) -> None:
+    """The others see no streamLeaved/streamJoined flap; the room play keeps its m-lines."""
+    seen = await reconnect_rounds(server, "member", rounds=5, room="stay")
+    definitions = [m.get("definition") for m in seen]
+    assert definitions.count("streamJoined") == 1, definitions
+    assert "streamLeaved" not in definitions and "subtrackRemoved" not in definitions, definitions
+
+
+async def test_with_token_control_only_the_owners_token_takes_over(server: Server) -> None:
+    server.applications[APP].app_settings.publishTokenControlEnabled = True
+    expires = int(time.time()) + 600
+    for token in ("owner-token", "stranger-token"):
+        await server.store.save_token(APP, TokenRecord(token, "guarded", expires, "publish"))
+    await reconnect_rounds(server, "guarded", rounds=5, token="owner-token", stranger_token="stranger-token")
+
+
+async def test_the_sdks_reconnect_stop_then_publish_on_the_same_socket_does_not_flap(server: Server) -> None:
+    """The official SDK's tryAgain(): `stop`, then 500 ms later `publish` of the same id, on the
+    socket that survived. The stream and its players stay; the room sees no flap."""
+    room, stream_id = "sdk", "sdkpub"
+    viewer = await join(server, "watcher", room)
+    sock = await join(server, stream_id, room)
+    player = Player(viewer, room)
+    publishers: list[Publisher] = []
+    try:
+        publisher = Publisher(sock, stream_id, codec="VP8")
+        publishers.append(publisher)
+        await publisher.start()
+        await player.start()
+        await player.counter.wait_frames(3)
+        pc = player.pc
+        for _ in range(5):
+            assert publisher.pc is not None
+            blackhole(publisher.pc)
+            await eventually(
+                lambda: (p := server_publisher(server, stream_id)) is not None and p.idle_seconds() > 1.2,
+                timeout=5,
+                what="the server to stop hearing the publisher's media",
+            )
+            await publisher.stop()  # sends stop
+            publisher = Publisher(sock, stream_id, codec="VP8")
+            publishers.append(publisher)
+            await publisher.start()
+            frames = player.video_frames
+            await eventually(
+                lambda f=frames: player.video_frames >= f + 3,  # type: ignore[misc]
+                timeout=10,
+                what="the room play to decode the new publisher's frames",
+            )
+            assert player.pc is pc
+        definitions = [m.get("definition") for m in viewer.history]
+        assert definitions.count("streamJoined") == 1, definitions
+        assert "streamLeaved" not in definitions and "subtrackRemoved" not in definitions, definitions
+        assert "play_finished" not in definitions, definitions
+    finally:
+        await player.close()
+        for p in publishers:
+            await p.close()
+        await sock.close()
+        await viewer.close()
+
+
+async def test_a_stop_after_media_loss_without_a_publish_ends_the_stream_after_the_grace(server: Server) -> None:
+    viewer = await join(server, "watcher", "grace")
+    sock = await join(server, "lone", "grace")
+    publisher = Publisher(sock, "lone", codec="VP8")
+    try:
+        await publisher.start()
+        await viewer.wait_for(definition="streamJoined", stream_id="lone", timeout=10)
+        assert publisher.pc is not None
+        blackhole(publisher.pc)
+        await eventually(
+            lambda: (p := server_publisher(server, "lone")) is not None and p.idle_seconds() > 1.2,
+            timeout=5,
+            what="the server to stop hearing the publisher's media",
+        )
+        await publisher.stop()
+        await viewer.wait_for(definition="streamLeaved", stream_id="lone", timeout=5)
+        await eventually(lambda: not server.dump()["applications"][APP]["streams"], timeout=5, what="the stream to end")
+    finally:
+        await publisher.close()
+        await sock.close()
+        await viewer.close()
