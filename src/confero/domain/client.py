@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from confero.domain import events
 from confero.domain.access import Access
@@ -38,6 +38,18 @@ class Sink(Protocol):
 
     def deliver(self, event: events.Event) -> None:
         """Queue `event` for the client; never blocks, never raises."""
+
+
+T = TypeVar("T")
+
+#: The largest page a WebSocket list command answers (Ant Media's).
+MAX_PAGE = 50
+
+
+def page(items: list[T], offset: int, size: int) -> list[T]:
+    """`size` items from `offset` (negative counts as 0), at most MAX_PAGE."""
+    offset = max(offset, 0)
+    return items[offset : offset + min(max(size, 0), MAX_PAGE)]
 
 
 class Client:
@@ -310,6 +322,10 @@ class Client:
             return []
         return sorted((p.subscriber_info() for p in room.playbacks), key=lambda s: s.subscriber_id)
 
+    def subscribers_page(self, stream_id: str, offset: int, size: int) -> list[SubscriberInfo]:
+        """getSubscribers: a page of the current players (at most 50)."""
+        return page(self.subscribers(stream_id), offset, size)
+
     def debug_info(self, stream_id: str) -> DebugInfo:
         """A live stream's publisher and players, or a room's member streams and room plays."""
         stream = self.streams.live.get(stream_id)
@@ -333,9 +349,7 @@ class Client:
 
     async def subtracks(self, room_id: str, offset: int, size: int, role: str = "") -> list[StreamRecord]:
         """getSubtracks: a page of a room's member streams (at most 50)."""
-        found = await self.streams.subtracks(room_id, role=role)
-        offset = max(offset, 0)
-        return found[offset : offset + min(max(size, 0), 50)]
+        return page(await self.streams.subtracks(room_id, role=role), offset, size)
 
     def viewer_count(self, stream_id: str) -> int:
         return self.streams.viewer_count(stream_id)

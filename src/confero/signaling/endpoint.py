@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
@@ -18,17 +19,27 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE = 1 << 20
 
+S = TypeVar("S", bound="Session")
 
-def websocket_handler(
-    applications: Mapping[str, Application], sessions: set[SignalingSession], turn: TurnServers | None = None
+
+class Session(Protocol):
+    async def run(self) -> None: ...
+
+
+def _socket_route(
+    applications: Mapping[str, Application],
+    sessions: set[S],
+    make: Callable[[web.WebSocketResponse, Application, str], S],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """One application's socket: 404 for an unknown application, else a session until it closes."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
         app = applications.get(request.match_info["app"])
         if app is None:
             raise web.HTTPNotFound(text=f"no application {request.match_info['app']!r}")
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=True)
         await ws.prepare(request)
-        session = SignalingSession(ws, app, request.remote or "?", turn)
+        session = make(ws, app, request.remote or "?")
         sessions.add(session)
         try:
             await session.run()
@@ -37,23 +48,15 @@ def websocket_handler(
         return ws
 
     return handler
+
+
+def websocket_handler(
+    applications: Mapping[str, Application], sessions: set[SignalingSession], turn: TurnServers | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    return _socket_route(applications, sessions, lambda ws, app, remote: SignalingSession(ws, app, remote, turn))
 
 
 def circle_handler(
     applications: Mapping[str, Application], sessions: set[CircleSession]
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        app = applications.get(request.match_info["app"])
-        if app is None:
-            raise web.HTTPNotFound(text=f"no application {request.match_info['app']!r}")
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=True)
-        await ws.prepare(request)
-        session = CircleSession(ws, app, request.remote or "?")
-        sessions.add(session)
-        try:
-            await session.run()
-        finally:
-            sessions.discard(session)
-        return ws
-
-    return handler
+    return _socket_route(applications, sessions, CircleSession)

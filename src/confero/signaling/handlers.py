@@ -215,8 +215,7 @@ async def handle(
             count = len(client.subscribers(command.stream_id))
             send(m.SubscriberCount(definition="subscriberCount", stream_id=command.stream_id, count=count))
         case m.GetSubscribers():
-            subscribers = client.subscribers(command.stream_id)
-            page = subscribers[max(command.offset, 0) : max(command.offset, 0) + max(min(command.size, 50), 0)]
+            page = client.subscribers_page(command.stream_id, command.offset, command.size)
             send(
                 m.SubscriberList(
                     definition="subscriberList",
