@@ -188,7 +188,7 @@ class Settings:
         default=1.0, metadata=_about("seconds between ICE consent checks of a server peer (RFC 7675; aioice: 5)")
     )
     ice_consent_failures: int = field(
-        default=4, metadata=_about("consent checks in a row without an answer before a server peer is closed")
+        default=4, metadata=_about("a server peer is closed when no consent check was answered for this many intervals")
     )
     compiled_fanout: bool = field(
         default=True,

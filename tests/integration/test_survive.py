@@ -140,6 +140,58 @@ async def test_a_player_whose_network_is_gone_is_closed_within_10_s(server: Serv
     assert max(delays) <= GHOST_LIMIT, delays
 
 
+def drop_first_stun_copies(pc: RTCPeerConnection) -> list[bytes]:
+    """Drop the first copy of every STUN binding request `pc` receives (its retransmissions
+    pass), as a lossy link would; returns the transaction ids dropped so far (grows)."""
+    dropped: list[bytes] = []
+    connection = pc.getTransceivers()[0].receiver.transport.transport._connection
+    for protocol in connection._protocols:
+        original = protocol.datagram_received
+
+        def received(data: bytes, addr: Any, original: Any = original) -> None:
+            if data[:2] == b"\x00\x01" and len(data) >= 20:  # a binding request: 0x0001
+                transaction = data[8:20]
+                if transaction not in dropped:
+                    dropped.append(transaction)
+                    return
+            original(data, addr)
+
+        protocol.datagram_received = received
+    return dropped
+
+
+async def test_lost_consent_checks_are_retransmitted_not_counted_as_a_lost_peer(tmp_path: Path) -> None:
+    """Every consent check's first datagram is lost: the retransmissions are answered, so the
+    player stays for several consent windows (1 s x 4) with its media flowing."""
+    srv = Server(make_settings(tmp_path, media_timeout=0.0))
+    await srv.start()
+    sock = await AmsSocket.connect(srv.port)
+    viewer = await AmsSocket.connect(srv.port)
+    publisher = Publisher(sock, "live", codec="VP8")
+    player = Player(viewer, "live")
+    try:
+        await publisher.start()
+        await sock.wait_for(definition="publish_started", stream_id="live", timeout=10)
+        await player.start()
+        await player.counter.wait_frames(3)
+        assert player.pc is not None
+        dropped = drop_first_stun_copies(player.pc)
+        window = srv.settings.ice_consent_interval * srv.settings.ice_consent_failures
+        # More checks lost than one window's worth: each one was a failure before.
+        await eventually(lambda: len(dropped) >= 2 * srv.settings.ice_consent_failures, timeout=30, what="checks lost")
+        assert len(srv.router.subscribers) == 1, "a player whose checks were only delayed was closed"
+        frames = player.counter.tracks[0].frames
+        await eventually(lambda: player.counter.tracks[0].frames > frames + 10, timeout=10, what="frames still coming")
+        assert len(srv.router.subscribers) == 1
+        print(f"{len(dropped)} first copies of consent checks lost over > {2 * window:g} s: the player stayed")
+    finally:
+        await player.close()
+        await publisher.close()
+        await viewer.close()
+        await sock.close()
+        await srv.close()
+
+
 # -- re-publish takeover ------------------------------------------------------------------------
 
 RECONNECTS = 20

@@ -79,7 +79,8 @@ class IcePolicy:
     #: room for a few hundred ms of packets while the event loop is busy elsewhere.
     socket_buffer: int = 4 << 20
     #: ICE consent (RFC 7675) of server peers: a check every `consent_interval` seconds (+-20%),
-    #: closed after `consent_failures` unanswered in a row. None: aioice's own (5 s, 6 failures).
+    #: closed when none was answered for `consent_interval * consent_failures` seconds.
+    #: None: aioice's own (5 s, 6 failures).
     consent_interval: float | None = None
     consent_failures: int = 6
 
@@ -174,28 +175,37 @@ async def _query_consent(self: aioice.ice.Connection) -> None:
 
 
 async def _consent_loop(self: aioice.ice.Connection, interval: float, max_failures: int) -> None:
-    """aioice's `query_consent` with a server peer's own interval and failure count."""
+    """aioice's `query_consent` with a server peer's own interval and failure count.
+
+    Consent is lost when no check was answered for `interval * max_failures` seconds. Each check
+    is retransmitted (STUN's back-off) until that window closes, so a lost datagram or an event
+    loop that stalls under load (the answer waits in the socket and is read before any timer)
+    does not count as a lost peer; only silence for the whole window does.
+    """
     assert self.remote_password is not None
-    failures = 0
+    loop = asyncio.get_running_loop()
+    window = interval * max_failures
+    answered = loop.time()
     while True:
         await asyncio.sleep(interval * (0.8 + 0.4 * random.random()))
-        for pair in self._nominated.values():
+        for pair in list(self._nominated.values()):
+            remaining = answered + window - loop.time()
+            if remaining <= 0:
+                break
             request = self.build_request(pair, nominate=False)
             try:
-                await pair.protocol.request(
-                    request,
-                    pair.remote_addr,
-                    integrity_key=self.remote_password.encode("utf8"),
-                    retransmissions=0,
+                await asyncio.wait_for(
+                    pair.protocol.request(request, pair.remote_addr, integrity_key=self.remote_password.encode("utf8")),
+                    timeout=remaining,
                 )
-                failures = 0
-            except aioice.stun.TransactionError:
-                failures += 1
-            if failures >= max_failures:
-                logger.info("ICE consent expired after %d unanswered checks", failures)
-                self._query_consent_task = None
-                await self.close()
-                return
+                answered = loop.time()
+            except (TimeoutError, aioice.stun.TransactionError):
+                pass
+        if loop.time() - answered >= window:
+            logger.info("ICE consent expired: no check answered for %.1f s", window)
+            self._query_consent_task = None
+            await self.close()
+            return
 
 
 def install_ice_patches() -> None:
