@@ -276,6 +276,12 @@ class FakeSink:
     def deliver(self, event: events.Event) -> None:
         self.events.append(event)
 
+    #: What probe() answers (a test sets False for a connection that is gone).
+    alive = True
+
+    async def probe(self, wait: float) -> bool:
+        return self.alive
+
     def of(self, type_: type) -> list[events.Event]:
         return [e for e in self.events if isinstance(e, type_)]
 

@@ -21,6 +21,7 @@ from confero.store import TokenRecord
 from tests.support import eventually
 from tests.support.amsclient import AmsSocket, Player, Publisher
 from tests.support.server import assert_no_leaks, make_settings, wait_idle
+from tests.support.udprelay import Relays
 
 pytestmark = pytest.mark.integration
 
@@ -240,6 +241,7 @@ async def reconnect_rounds(
             await refused_in_use(stranger, stream_id, stranger_token or token)
             assert publisher.pc is not None
             blackhole(publisher.pc)  # the owner's network is gone; its old socket stays open, silent
+            sock.cut()
             await eventually(
                 lambda: (p := server_publisher(server, stream_id)) is not None and p.idle_seconds() > 1.2,
                 timeout=5,
@@ -361,3 +363,137 @@ async def test_a_stop_after_media_loss_without_a_publish_ends_the_stream_after_t
         await publisher.close()
         await sock.close()
         await viewer.close()
+
+
+# -- address change -----------------------------------------------------------------------------
+
+ADDRESS_CHANGE_LIMIT = 3.0
+ADDRESS_CHANGES = 20
+
+
+async def test_a_players_address_changes_mid_call_and_media_is_back_within_3_s(server: Server) -> None:
+    """The player's traffic comes through a relay that moves it to a new address and port
+    (Wi-Fi to mobile, a NAT rebinding) twenty times: each time its video is back within 3 s,
+    on the same peer connection, and the server sends to the new address."""
+    sock = await AmsSocket.connect(server.port)
+    viewer = await AmsSocket.connect(server.port)
+    publisher = Publisher(sock, "live", codec="VP8")
+    relays = await Relays().start()
+    player = Player(viewer, "live")
+    player.rewrite, player.rewrite_local = relays.rewrite, relays.rewrite_local
+    delays: list[float] = []
+    try:
+        await publisher.start()
+        await sock.wait_for(definition="publish_started", stream_id="live", timeout=10)
+        await player.start()
+        await player.counter.wait_frames(5)
+        assert len(relays.by_target) == 1, relays.by_target
+        relay = next(iter(relays.by_target.values()))
+        for _ in range(ADDRESS_CHANGES):
+            await relay.rebind()
+            moved = time.monotonic()
+            frames = player.counter.tracks[0].frames
+            await eventually(
+                lambda frames=frames: (
+                    server_sends_to(server, relay.outside) and player.counter.tracks[0].frames >= frames + 3
+                ),
+                timeout=ADDRESS_CHANGE_LIMIT + 7,
+                what=lambda: (
+                    f"video after the move to {relay.outside} ({[p.dump() for p in server.router.publishers]}, frames {player.counter.tracks[0].frames}, decode errors {player.decode_counter.count})"
+                ),
+            )
+            delays.append(time.monotonic() - moved)
+            # settle before the next move (a second of video at the new address)
+            settled = player.counter.tracks[0].frames
+            await eventually(
+                lambda settled=settled: player.counter.tracks[0].frames >= settled + 15,
+                timeout=10,
+                what="video to settle",
+            )
+        assert player.video_frames > 0 and not player.finished.is_set()
+        assert [s for s in server.router.subscribers if not s.closed], "the player's connection was replaced"
+    finally:
+        await player.close()
+        await publisher.close()
+        await viewer.close()
+        await sock.close()
+        relays.close()
+    print(
+        f"player address change -> video back: p50 {statistics.median(delays):.2f} s, "
+        f"worst {max(delays):.2f} s over {len(delays)}"
+    )
+    assert max(delays) <= ADDRESS_CHANGE_LIMIT, delays
+
+
+async def test_a_publishers_address_changes_mid_call_and_its_players_see_no_gap(server: Server) -> None:
+    """The publisher moves to a new address: the server follows it (its RTCP goes there) and
+    the players keep receiving."""
+    sock = await AmsSocket.connect(server.port)
+    viewer = await AmsSocket.connect(server.port)
+    relays = await Relays().start()
+    publisher = Publisher(sock, "live", codec="VP8")
+    publisher.rewrite, publisher.rewrite_local = relays.rewrite, relays.rewrite_local
+    player = Player(viewer, "live")
+    delays: list[float] = []
+    try:
+        await publisher.start()
+        await sock.wait_for(definition="publish_started", stream_id="live", timeout=10)
+        await player.start()
+        await player.counter.wait_frames(5)
+        relay = next(iter(relays.by_target.values()))
+        for _ in range(5):
+            await relay.rebind()
+            moved = time.monotonic()
+            frames = player.counter.tracks[0].frames
+            await eventually(
+                lambda frames=frames: (
+                    server_sends_to(server, relay.outside) and player.counter.tracks[0].frames >= frames + 3
+                ),
+                timeout=ADDRESS_CHANGE_LIMIT + 7,
+                what=lambda: f"the server to follow the publisher to {relay.outside}",
+            )
+            delays.append(time.monotonic() - moved)
+        assert not publisher.finished.is_set() and not player.finished.is_set()
+    finally:
+        await player.close()
+        await publisher.close()
+        await viewer.close()
+        await sock.close()
+        relays.close()
+    print(f"publisher address change -> followed: worst {max(delays):.2f} s over {len(delays)}")
+    assert max(delays) <= ADDRESS_CHANGE_LIMIT, delays
+
+
+def server_sends_to(server: Server, addr: tuple[str, int]) -> bool:
+    """Some server peer's nominated ICE pair is `addr` (what its media and RTCP go to)."""
+    return any(addr in peer.remote_addresses() for peer in [*server.router.publishers, *server.router.subscribers])
+
+
+async def test_a_publisher_whose_media_stopped_but_whose_socket_answers_keeps_its_id(server: Server) -> None:
+    """The owner's media stops, but its WebSocket answers the server's probe (a ping): another
+    publish of its id is refused. Once the socket stops answering too, the publish takes over."""
+    owner = await AmsSocket.connect(server.port)
+    other = await AmsSocket.connect(server.port)
+    first = Publisher(owner, "probed", codec="VP8")
+    second = Publisher(other, "probed", codec="VP8")
+    try:
+        await first.start()
+        await owner.wait_for(definition="publish_started", stream_id="probed", timeout=10)
+        assert first.pc is not None
+        blackhole(first.pc)
+        await eventually(
+            lambda: (p := server_publisher(server, "probed")) is not None and p.idle_seconds() > 1.2,
+            timeout=5,
+            what="the owner's media to stop",
+        )
+        await refused_in_use(other, "probed")  # its socket answered the probe
+        owner.cut()
+        started = time.monotonic()
+        await second.start()
+        await other.wait_for(definition="publish_started", stream_id="probed", timeout=10)
+        print(f"probe unanswered -> takeover in {time.monotonic() - started:.2f} s")
+    finally:
+        await second.close()
+        await first.close()
+        await other.close()
+        await owner.close()

@@ -42,7 +42,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -717,6 +717,15 @@ class AmsSocket:
             raise
         self._reader = asyncio.get_running_loop().create_task(self._read_loop(), name=f"{TASK_PREFIX}ws-reader")
 
+    def cut(self) -> None:
+        """The network under this socket is gone: nothing more is read (so the server's pings go
+        unanswered), and the socket stays open, as a TCP connection whose path died does."""
+        assert self._ws is not None
+        connection = self._ws._response.connection
+        assert connection is not None and connection.transport is not None
+        connection.transport.pause_reading()
+        self._cut = True
+
     def transport_info(self, name: str) -> Any:
         """The connection's transport extra info (e.g. "ssl_object" of a wss socket), None when closed."""
         return self._ws.get_extra_info(name) if self._ws is not None else None
@@ -732,6 +741,10 @@ class AmsSocket:
     async def close(self) -> None:
         """Close the WebSocket, cancel+await the reader, close the session (idempotent)."""
         ws, self._ws = self._ws, None
+        if ws is not None and getattr(self, "_cut", False):  # a dead path: no closing handshake
+            connection = ws._response.connection
+            if connection is not None and connection.transport is not None:
+                connection.transport.abort()
         if ws is not None and not ws.closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 5)
@@ -921,6 +934,15 @@ class _AmsPeer:
         self._remove_listener: Callable[[], None] | None = None
         self._closed = False
         self._busy = False
+        #: Rewrites the server's SDP and candidates before they are applied (a test puts a
+        #: relay between this peer and the server: tests.support.udprelay.Relays.rewrite).
+        self.rewrite: Callable[[str], Awaitable[str]] | None = None
+        #: Rewrites this peer's own SDP before it is sent (e.g. `without_candidates`: the
+        #: server then learns the peer's address only from its traffic, as behind a NAT).
+        self.rewrite_local: Callable[[str], str] | None = None
+
+    async def _remote(self, text: str) -> str:
+        return text if self.rewrite is None else await self.rewrite(text)
 
     def _listen(self) -> None:
         if self._pump is not None or self._closed:
@@ -991,6 +1013,8 @@ class _AmsPeer:
     async def _apply_candidate(self, msg: Message) -> None:
         assert self.pc is not None
         try:
+            if self.rewrite is not None and msg.get("candidate"):
+                msg = {**msg, "candidate": await self.rewrite(str(msg["candidate"]))}
             candidate = _candidate_from_message(msg)
             await self.pc.addIceCandidate(candidate)
             self.candidates_applied += 1
@@ -1117,6 +1141,8 @@ class Publisher(_AmsPeer):
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
         self.offer_sdp = self.pc.localDescription.sdp
+        if self.rewrite_local is not None:
+            self.offer_sdp = self.rewrite_local(self.offer_sdp)
         await self.sock.send(
             {
                 "command": "takeConfiguration",
@@ -1136,8 +1162,8 @@ class Publisher(_AmsPeer):
         elif command == "takeConfiguration" and msg.get("type") == "answer":
             if self.pc is None:
                 raise RuntimeError("answer received before offer was sent")
-            self.answer_sdp = msg["sdp"]
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
+            self.answer_sdp = await self._remote(msg["sdp"])
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=self.answer_sdp, type="answer"))
             await self._remote_description_set()
             self._got_answer.set()
 
@@ -1286,12 +1312,14 @@ class Player(_AmsPeer):
             self.id_mapping = {str(k): str(v) for k, v in mapping.items()}
         if self.pc is None:
             self.pc = self._create_pc()
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=await self._remote(msg["sdp"]), type="offer"))
         await self._remote_description_set()
         self.before_answer(self.pc, msg)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         self.answer_sdp = self.pc.localDescription.sdp
+        if self.rewrite_local is not None:
+            self.answer_sdp = self.rewrite_local(self.answer_sdp)
         await self.sock.send(
             {
                 "command": "takeConfiguration",

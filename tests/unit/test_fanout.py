@@ -343,6 +343,41 @@ def test_bad_input_is_refused(link: Link) -> None:
     assert copy.send_errors == 1 and len(link.received(1)) == 1
 
 
+def test_retarget_moves_an_output_to_a_new_socket_and_address(link: Link) -> None:
+    """The peer's address changed: the copies keep their Output, which now sends elsewhere."""
+    from confero.media.aiortc_hooks import retarget_output
+
+    copy = copy_of(link.engine)
+    copy.set_output(link.output)
+    link.engine.fanout([copy], packet(1, 0, b"before", marker=True), 12, True)
+    assert link.received(1)[0].endswith(b"before")
+    new_receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    new_receiver.bind(("127.0.0.1", 0))
+    new_receiver.settimeout(2)
+    new_sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    new_sender.bind(("127.0.0.1", 0))
+
+    class Transport:  # what retarget_output reads of an asyncio transport
+        def get_extra_info(self, name: str) -> socket.socket:
+            return new_sender
+
+    try:
+        retarget_output(link.engine, link.output, Transport(), new_sender.sendto, new_receiver.getsockname())
+        link.engine.fanout([copy], packet(2, 0, b"after"), 12, False)
+        data, source = new_receiver.recvfrom(4096)
+        assert link.rx.unprotect(data).endswith(b"after")
+        assert source == new_sender.getsockname()  # from the new socket
+        link.receiver.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            link.receiver.recv(4096)  # nothing more at the old address
+        if link.engine.compiled:
+            with pytest.raises(ValueError):
+                link.output.retarget(new_sender.fileno(), "not an address", 1)
+    finally:
+        new_receiver.close()
+        new_sender.close()
+
+
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
 def test_ipv6_output() -> None:
     try:

@@ -109,13 +109,13 @@ def test_interval_is_a_parameter() -> None:
 def test_counts_every_request_by_reason_sent_or_not() -> None:
     clock = Clock()
     requester = KeyframeRequester(Sender(), clock=clock)
-    for reason in ("join", "join", "player", "retry", "resync", "resume", "player", "player"):
+    for reason in ("join", "join", "player", "retry", "resync", "resume", "player", "player", "moved"):
         requester.request(reason)
-    assert requester.requests == {"join": 2, "resume": 1, "resync": 1, "player": 3, "retry": 1}
+    assert requester.requests == {"join": 2, "resume": 1, "resync": 1, "player": 3, "retry": 1, "moved": 1}
     assert set(requester.requests) == set(REASONS)
-    assert requester.total == 8
-    assert requester.sent == 1 and requester.throttled == 7
-    assert requester.dump() == {"requests": requester.requests, "sent": 1, "throttled": 7, "owed": True, "dropped": 0}
+    assert requester.total == 9
+    assert requester.sent == 1 and requester.throttled == 8
+    assert requester.dump() == {"requests": requester.requests, "sent": 1, "throttled": 8, "owed": True, "dropped": 0}
     # the dump is a copy, not the live counters
     dumped = requester.dump()["requests"]
     assert isinstance(dumped, dict)
@@ -229,7 +229,7 @@ def test_a_joining_copy_and_a_players_pli_meet_in_one_place(engine: fanout.Engin
     assert track.sent == [track.uptrack]
     second = track.copy(2)  # joins within the interval: counted, not sent again
     first.request_keyframe()  # the player's PLI, also within the interval
-    assert track.requester.requests == {"join": 2, "resume": 0, "resync": 0, "player": 1, "retry": 0}
+    assert track.requester.requests == {"join": 2, "resume": 0, "resync": 0, "player": 1, "retry": 0, "moved": 0}
     assert len(track.sent) == 1 and track.requester.throttled == 2
     assert first.keyframe_requests == 1 and second.keyframe_requests == 0
     track.wait_out_the_interval()

@@ -39,6 +39,10 @@ class Sink(Protocol):
     def deliver(self, event: events.Event) -> None:
         """Queue `event` for the client; never blocks, never raises."""
 
+    async def probe(self, wait: float) -> bool:
+        """Whether the connection answers a liveness probe within `wait` seconds."""
+        ...
+
 
 T = TypeVar("T")
 
@@ -91,6 +95,12 @@ class Client:
     def silent_for(self) -> float:
         """Seconds since the connection last sent anything."""
         return time.monotonic() - self.last_heard
+
+    async def probe(self, wait: float) -> bool:
+        """Whether the connection answers a liveness probe (a WebSocket ping) within `wait` seconds."""
+        if self.closed:
+            return False
+        return await self.sink.probe(wait)
 
     # -- what the domain tells this client -------------------------------------------------------
 

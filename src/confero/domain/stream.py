@@ -26,9 +26,13 @@ from confero.store import StreamRecord
 logger = logging.getLogger(__name__)
 
 
-#: A publisher heard (signaling) or whose media came in within this many seconds is alive: a
-#: publish of its id is refused. The media plane samples media on a quarter-second tick.
+#: A publisher whose media came in within this many seconds is alive: a publish of its id is
+#: refused. Past that, its connection is probed (PROBE_TIMEOUT). The media plane samples media
+#: on a quarter-second tick.
 OWNER_ALIVE = 1.0
+#: Seconds a live publisher's connection has to answer a probe before a re-publish of its id
+#: (its media stopped) takes the stream over.
+PROBE_TIMEOUT = 0.5
 #: The official SDK reconnects a publisher whose ICE failed with `stop` and, 500 ms later, the
 #: same `publish`: a stop of a publication whose media was lost keeps its Stream (and players)
 #: this long for that publish.
@@ -57,6 +61,10 @@ class Party(Protocol):
 
     def silent_for(self) -> float:
         """Seconds since the client's connection last sent anything."""
+        ...
+
+    async def probe(self, wait: float) -> bool:
+        """Whether the client's connection answers a liveness probe within `wait` seconds."""
         ...
 
 
@@ -190,15 +198,15 @@ class Publication(Leg):
         self.restoring = restoring  # it replaces a lost publication of the same stream
         self.replaced = False  # a replacement took the stream over: ending this one leaves it be
 
-    def alive(self, window: float) -> bool:
-        """Its client was heard, or its media came in, within `window` seconds (the probe a
-        re-publish of its id must fail to take the stream over)."""
+    def media_alive(self, window: float) -> bool:
+        """Its media came in within `window` seconds (or it is still connecting: its own
+        deadline decides). When not, a re-publish of its id probes its client's connection."""
         if self.closed:
             return False
         publisher = self.publisher
         if publisher is None or publisher.closed or not self.started:
-            return True  # still connecting: its own deadline decides
-        return self.client.silent_for() < window or publisher.idle_seconds() < window
+            return True
+        return publisher.idle_seconds() < window
 
     async def accept_offer(self, sdp: str) -> None:
         if self.publisher is not None:

@@ -21,7 +21,7 @@ from confero.domain.ids import check_stream_id, new_stream_id
 from confero.domain.results import StreamInfo
 from confero.domain.room import Member, RoomClient, RoomPlayback
 from confero.domain.rooms import Rooms
-from confero.domain.stream import OWNER_ALIVE, Playback, Publication, Stream
+from confero.domain.stream import OWNER_ALIVE, PROBE_TIMEOUT, Playback, Publication, Stream
 from confero.errors import (
     BadRequest,
     IdTaken,
@@ -72,7 +72,7 @@ class Streams(Mapping[str, Stream]):
         try:
             check_stream_id(stream_id)
             existing = self.live.get(stream_id)
-            if existing is not None and not self.closed and self._lost(existing, room=room, token=token):
+            if existing is not None and not self.closed and await self._lost(existing, room=room, token=token):
                 return self._take_over(existing, client, token=token)
             grant = await self.access.authorize("publish", token, stream_id, room)
             if self.closed:
@@ -137,11 +137,27 @@ class Streams(Mapping[str, Stream]):
         await self.ctx.store.save_stream(self.ctx.app, record)
         return stream.publication
 
-    def _lost(self, stream: Stream, *, room: str, token: str | None) -> bool:
-        """A publish of a live id may take it over: its publisher started and is gone (neither
-        heard nor sending media for OWNER_ALIVE seconds), in the same room, and with token
-        control the same token or JWT as the original's. Otherwise the usual checks refuse it
-        (the token's, then InUse)."""
+    async def _lost(self, stream: Stream, *, room: str, token: str | None) -> bool:
+        """A publish of a live id may take it over: its publisher started and is gone, in the
+        same room, and with token control the same token or JWT as the original's. Gone: it
+        stopped after its media was lost (the SDK's reconnect), or no media came in for
+        OWNER_ALIVE seconds and its connection does not answer a probe within PROBE_TIMEOUT.
+        Otherwise the usual checks refuse it (the token's, then InUse). When this returns
+        True, `stream` is still live and nothing was awaited since the last check."""
+        verdict = self._may_take_over(stream, room=room, token=token)
+        if verdict is None:
+            publication = stream.publication
+            assert publication is not None
+            if await publication.client.probe(PROBE_TIMEOUT):
+                return False
+            # Re-checked after the probe: the stream may have ended or changed hands meanwhile.
+            verdict = self.live.get(stream.stream_id) is stream and self._may_take_over(
+                stream, room=room, token=token
+            ) in (None, True)
+        return verdict
+
+    def _may_take_over(self, stream: Stream, *, room: str, token: str | None) -> bool | None:
+        """True: take it over; False: refuse (the usual checks); None: probe its client first."""
         old = stream.publication
         if stream.closed or old is None or not old.started:
             return False
@@ -152,7 +168,9 @@ class Streams(Mapping[str, Stream]):
             return False
         if self.access.controlled("publish") and token != old.token:
             return False
-        return orphaned or not old.alive(OWNER_ALIVE)
+        if orphaned:
+            return True
+        return False if old.media_alive(OWNER_ALIVE) else None
 
     def _take_over(self, stream: Stream, client: RoomClient, *, token: str | None) -> Publication:
         """The stream's publisher lost its connection and comes back (the SDK's reconnect): the

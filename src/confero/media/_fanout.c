@@ -145,6 +145,37 @@ typedef struct Queue {
 static PyTypeObject QueueType;
 static PyTypeObject OutputType;
 
+/* `host` (numeric only, no lookup; IPv6 scope ids such as "fe80::1%eth0" are understood) and
+ * `port` into `addr`. Returns 0, or -1 with ValueError set. */
+static int
+parse_address(const char *host, int port, struct sockaddr_storage *addr, socklen_t *addrlen)
+{
+    if (port <= 0 || port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "port out of range");
+        return -1;
+    }
+    struct addrinfo hints, *found = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICHOST;
+    if (getaddrinfo(host, NULL, &hints, &found) != 0 || !found || found->ai_addrlen > sizeof(*addr)) {
+        if (found)
+            freeaddrinfo(found);
+        PyErr_Format(PyExc_ValueError, "not a numeric IP address: %s", host);
+        return -1;
+    }
+    memset(addr, 0, sizeof(*addr));
+    memcpy(addr, found->ai_addr, found->ai_addrlen);
+    *addrlen = (socklen_t)found->ai_addrlen;
+    freeaddrinfo(found);
+    if (addr->ss_family == AF_INET)
+        ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
+    return 0;
+}
+
 static int
 Output_init(Output *self, PyObject *args, PyObject *kwds)
 {
@@ -160,34 +191,12 @@ Output_init(Output *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "srtp_session and srtp_protect must not be NULL");
         return -1;
     }
-    if (port <= 0 || port > 65535) {
-        PyErr_SetString(PyExc_ValueError, "port out of range");
-        return -1;
-    }
     if (self->head >= 0) {
         PyErr_SetString(PyExc_RuntimeError, "this Output has queued packets");
         return -1;
     }
-    /* Numeric addresses only (no lookup); IPv6 scope ids ("fe80::1%eth0") are understood. */
-    struct addrinfo hints, *found = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_DGRAM;
-    hints.ai_flags = AI_NUMERICHOST;
-    if (getaddrinfo(host, NULL, &hints, &found) != 0 || !found || found->ai_addrlen > sizeof(self->addr)) {
-        if (found)
-            freeaddrinfo(found);
-        PyErr_Format(PyExc_ValueError, "not a numeric IP address: %s", host);
+    if (parse_address(host, port, &self->addr, &self->addrlen) < 0)
         return -1;
-    }
-    memset(&self->addr, 0, sizeof(self->addr));
-    memcpy(&self->addr, found->ai_addr, found->ai_addrlen);
-    self->addrlen = (socklen_t)found->ai_addrlen;
-    freeaddrinfo(found);
-    if (self->addr.ss_family == AF_INET)
-        ((struct sockaddr_in *)&self->addr)->sin_port = htons((uint16_t)port);
-    else
-        ((struct sockaddr_in6 *)&self->addr)->sin6_port = htons((uint16_t)port);
     if (self->fd >= 0) {
         close(self->fd);
         open_descriptors--;
@@ -632,6 +641,31 @@ Output_send(Output *self, PyObject *arg)
 }
 
 static PyObject *
+Output_retarget(Output *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "host", "port", NULL};
+    int fd, port;
+    const char *host;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "isi", kwlist, &fd, &host, &port))
+        return NULL;
+    if (self->fd < 0) /* closed: nothing to move */
+        Py_RETURN_NONE;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    if (parse_address(host, port, &addr, &addrlen) < 0)
+        return NULL;
+    int copy = dup(fd);
+    if (copy < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    close(self->fd);
+    self->fd = copy;
+    /* queued packets, if any, leave for the new address at the next flush */
+    memcpy(&self->addr, &addr, sizeof(addr));
+    self->addrlen = addrlen;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 Output_close(Output *self, PyObject *Py_UNUSED(ignored))
 {
     output_release(self);
@@ -647,6 +681,8 @@ Output_get_closed(Output *self, void *closure)
 static PyMethodDef Output_methods[] = {
     {"send", (PyCFunction)Output_send, METH_O, "Protect one RTP packet and send it; False when dropped."},
     {"close", (PyCFunction)Output_close, METH_NOARGS, "Close our socket descriptor (idempotent)."},
+    {"retarget", (PyCFunction)(void (*)(void))Output_retarget, METH_VARARGS | METH_KEYWORDS,
+     "Send from now on through (a dup of) descriptor fd to host:port (the peer's address changed)."},
     {NULL}};
 
 static PyMemberDef Output_members[] = {

@@ -13,6 +13,9 @@ Hooks, by purpose (see docs/architecture.md for the packet's walk):
   aiortc's parse/jitter-buffer/decoder pipeline (`_handle_rtp_data`), and once the pair is
   nominated, SRTP is taken straight from the socket callback (`datagram_received`) so RTP never
   waits on aioice's queue. RTCP is observed (`_handle_rtcp_data`) and then left to aiortc.
+* Address changes: a datagram from an address that is not the nominated pair's starts one
+  connectivity check to it (rate-limited); when it succeeds the pair is nominated
+  (`Connection.check_complete`), and every tap of the connection moves its send path there.
 * Send side: SRTP protect with the transport's session and `sendto` on the nominated pair's
   socket, synchronously (no await per packet); and the fan-out engine's `Output` (the socket's
   descriptor, the remote address, libsrtp's session and `srtp_protect`) for the compiled path.
@@ -36,6 +39,7 @@ from typing import Any
 
 import aioice.ice
 import aioice.stun
+import aioice.utils
 import pylibsrtp
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
@@ -178,9 +182,10 @@ async def _consent_loop(self: aioice.ice.Connection, interval: float, max_failur
     """aioice's `query_consent` with a server peer's own interval and failure count.
 
     Consent is lost when no check was answered for `interval * max_failures` seconds. Each check
-    is retransmitted (STUN's back-off) until that window closes, so a lost datagram or an event
+    is retransmitted (STUN's back-off) for up to one interval, so a lost datagram or an event
     loop that stalls under load (the answer waits in the socket and is read before any timer)
-    does not count as a lost peer; only silence for the whole window does.
+    does not count as a lost peer; only silence for the whole window does. Each check goes to
+    the pair nominated at that moment (the peer may have moved).
     """
     assert self.remote_password is not None
     loop = asyncio.get_running_loop()
@@ -189,6 +194,7 @@ async def _consent_loop(self: aioice.ice.Connection, interval: float, max_failur
     while True:
         await asyncio.sleep(interval * (0.8 + 0.4 * random.random()))
         for pair in list(self._nominated.values()):
+            answered = max(answered, self.__dict__.get("_confero_answered", answered))
             remaining = answered + window - loop.time()
             if remaining <= 0:
                 break
@@ -196,16 +202,123 @@ async def _consent_loop(self: aioice.ice.Connection, interval: float, max_failur
             try:
                 await asyncio.wait_for(
                     pair.protocol.request(request, pair.remote_addr, integrity_key=self.remote_password.encode("utf8")),
-                    timeout=remaining,
+                    timeout=min(remaining, interval),
                 )
                 answered = loop.time()
             except (TimeoutError, aioice.stun.TransactionError):
                 pass
+        answered = max(answered, self.__dict__.get("_confero_answered", answered))  # a probe's answer
         if loop.time() - answered >= window:
             logger.info("ICE consent expired: no check answered for %.1f s", window)
             self._query_consent_task = None
             await self.close()
             return
+
+
+_original_check_complete = aioice.ice.Connection.check_complete
+
+#: Seconds between two connectivity checks to the same unknown address of a peer.
+PROBE_INTERVAL = 1.0
+#: A peer that answered at a new address is moved there once nothing came from its current
+#: address for this long (a peer with two working paths does not flap between them).
+MOVE_QUIET = 1.0
+
+
+def _check_complete(self: aioice.ice.Connection, pair: aioice.ice.CandidatePair) -> None:
+    before = self._nominated.get(pair.component)
+    _original_check_complete(self, pair)
+    after = self._nominated.get(pair.component)
+    if after is not None and after is not before and before is not None:
+        logger.info("ICE: the peer moved from %s to %s", before.remote_addr, after.remote_addr)
+        for callback in list(getattr(self, "_confero_on_move", ())):
+            callback(after)
+
+
+def on_pair_moved(connection: aioice.ice.Connection, callback: Callable[[Any], None]) -> Callable[[], None]:
+    """Call `callback(pair)` when component 1's nominated pair changes; returns the undo."""
+    callbacks: list[Callable[[Any], None]] = connection.__dict__.setdefault("_confero_on_move", [])
+    callbacks.append(callback)
+
+    def undo() -> None:
+        if callback in callbacks:
+            callbacks.remove(callback)
+
+    return undo
+
+
+def probe_address(
+    connection: aioice.ice.Connection, protocol: Any, addr: tuple[str, int], heard: Callable[[], int]
+) -> None:
+    """A datagram came from `addr`, which is not the peer's nominated address (its network
+    changed, or its NAT rebound): check that address with ICE (at most once per PROBE_INTERVAL)
+    and, when the peer answers with its credentials and nothing came from its current address
+    (`heard()` counts those datagrams) for MOVE_QUIET seconds, move the connection there."""
+    if connection._closing or connection._closed or connection.remote_password is None:
+        return
+    probes: dict[tuple[str, int], float] = connection.__dict__.setdefault("_confero_probes", {})
+    now = asyncio.get_running_loop().time()
+    if now - probes.get(addr, -PROBE_INTERVAL) < PROBE_INTERVAL:
+        return
+    for old in [a for a, at in probes.items() if now - at > 10 * PROBE_INTERVAL]:
+        del probes[old]
+    probes[addr] = now
+    component = protocol.local_candidate.component
+    remote = next((c for c in connection._remote_candidates if c._network_host == addr[0] and c.port == addr[1]), None)
+    if remote is None:
+        remote = Candidate(
+            foundation=aioice.utils.random_string(10),
+            component=component,
+            transport="udp",
+            priority=candidate_priority(component, "prflx"),
+            host=addr[0],
+            port=addr[1],
+            type="prflx",
+        )
+        connection._remote_candidates.append(remote)
+    pair = connection._find_pair(protocol, remote)
+    if pair is None:
+        pair = aioice.ice.CandidatePair(protocol, remote)
+        connection._check_list.append(pair)
+    if pair.task is not None or pair.state == aioice.ice.CandidatePair.State.IN_PROGRESS:
+        return
+    pair.task = asyncio.ensure_future(_probe(connection, pair, heard))
+
+
+async def _probe(connection: aioice.ice.Connection, pair: aioice.ice.CandidatePair, heard: Callable[[], int]) -> None:
+    try:
+        await _check_and_move(connection, pair, heard)
+    finally:
+        pair.task = None
+
+
+async def _check_and_move(
+    connection: aioice.ice.Connection, pair: aioice.ice.CandidatePair, heard: Callable[[], int]
+) -> None:
+    assert connection.remote_password is not None
+    loop = asyncio.get_running_loop()
+    started, count = loop.time(), heard()
+    request = connection.build_request(pair, nominate=connection.ice_controlling)
+    try:
+        _, addr = await pair.protocol.request(
+            request, pair.remote_addr, integrity_key=connection.remote_password.encode("utf8"), retransmissions=2
+        )
+    except aioice.stun.TransactionError:
+        return
+    if addr != pair.remote_addr:
+        return
+    connection.check_state(pair, aioice.ice.CandidatePair.State.SUCCEEDED)
+    connection.__dict__["_confero_answered"] = loop.time()  # an answer with its credentials: consent
+    # The peer answered at the new address with its credentials. Move once its current
+    # address has been quiet for MOVE_QUIET (a peer with two working paths stays put).
+    for _ in range(5):
+        await asyncio.sleep(max(0.0, started + MOVE_QUIET - loop.time()))
+        if connection._closing or connection._closed or connection._nominated.get(pair.component) is pair:
+            return
+        if heard() == count:
+            pair.nominated = True
+            connection.check_complete(pair)
+            return
+        started, count = loop.time(), heard()
 
 
 def install_ice_patches() -> None:
@@ -221,6 +334,7 @@ def install_ice_patches() -> None:
     aioice.ice.get_host_addresses = _get_host_addresses
     aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
     aioice.ice.Connection.query_consent = _query_consent  # type: ignore[method-assign]
+    aioice.ice.Connection.check_complete = _check_complete  # type: ignore[method-assign]
 
 
 def set_ice_policy(policy: IcePolicy | None) -> contextvars.Token[IcePolicy | None]:
@@ -298,9 +412,28 @@ def srtp_output(
     return engine.Output(srtp_function(session, "protect"), sendto, addr)
 
 
+def retarget_output(engine: Any, output: Any, transport: Any, sendto: Callable[[bytes, Any], None], addr: Any) -> None:
+    """Move an Output made by `srtp_output` to another socket and remote address."""
+    if engine.compiled:
+        output.retarget(transport.get_extra_info("socket").fileno(), addr[0], addr[1])
+    else:
+        output.retarget(sendto, addr)
+
+
 # --------------------------------------------------------------------------------------------
 # Transports of a peer connection
 # --------------------------------------------------------------------------------------------
+
+
+def remote_addresses(pc: RTCPeerConnection) -> list[tuple[str, int]]:
+    """The remote addresses of `pc`'s nominated ICE pairs (where its packets go now)."""
+    found: list[tuple[str, int]] = []
+    for dtls in dtls_transports(pc):
+        for pair in dtls.transport._connection._nominated.values():
+            addr = (pair.remote_addr[0], pair.remote_addr[1])
+            if addr not in found:
+                found.append(addr)
+    return found
 
 
 def dtls_transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
@@ -334,8 +467,10 @@ class TransportTap:
         on_rtp: Callable[[bytes], None] | None = None,
         on_rtcp: Callable[[bytes], None] | None = None,
         on_ready: Callable[[], None] | None = None,
+        on_moved: Callable[[], None] | None = None,
     ) -> None:
         self.dtls = dtls
+        self._on_moved = on_moved
         self.ready = False
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
@@ -345,10 +480,15 @@ class TransportTap:
         self._sendto: Callable[[bytes, Any], None] | None = None
         self._addr: tuple[str, int] | None = None
         self._protocol: Any = None
+        self._restore: Any = None
+        self._connection: Any = None
+        self._undo_move: Callable[[], None] | None = None
         self._pair_transport: Any = None
         self._output: Any = None
+        self._engine: Any = None
         self.send_errors = 0
         self.srtp_errors = 0
+        self.heard = 0  # datagrams from the peer's current address
 
         if on_rtp is not None:
 
@@ -391,39 +531,75 @@ class TransportTap:
             return
         self._protect = srtp_function(tx, "protect")
         self._protect_rtcp = srtp_function(tx, "protect_rtcp")
-        self._pair_transport = pair.protocol.transport
-        self._sendto = self._pair_transport.sendto
-        self._addr = pair.remote_addr
+        self._connection = connection
+        self._use_pair(pair)
+        self._undo_move = on_pair_moved(connection, self._moved)
         self.ready = True
-        if self._on_rtp is not None:
-            self._install_fast_path(pair)
         if self._on_ready is not None:
             self._on_ready()
 
-    def _install_fast_path(self, pair: Any) -> None:
-        """Take SRTP straight from the nominated socket; everything else goes to aioice."""
-        protocol = pair.protocol
+    def _use_pair(self, pair: Any) -> None:
+        """Send on `pair` and watch its socket (SRTP taken straight from it when tapped)."""
+        self._pair_transport = pair.protocol.transport
+        self._sendto = self._pair_transport.sendto
+        self._addr = pair.remote_addr
+        if self._protocol is not pair.protocol:
+            self._watch(pair.protocol)
+
+    def _moved(self, pair: Any) -> None:
+        """The peer's address changed and ICE nominated the new pair: follow it."""
+        if not self.ready:
+            return
+        self._use_pair(pair)
+        if self._output is not None and not self._output.closed and self._sendto is not None:
+            retarget_output(self._engine, self._output, self._pair_transport, self._sendto, self._addr)
+        if self._on_moved is not None:
+            self._on_moved()
+
+    def _watch(self, protocol: Any) -> None:
+        """Datagrams on the nominated socket: SRTP straight to `on_rtp` (when tapped), a
+        datagram from another address starts a check of it (`probe_address`), the rest goes
+        to aioice as before."""
+        self._unwatch()
         original = protocol.datagram_received
-        unprotect = srtp_function(self.dtls._rx_srtp, "unprotect")
-        on_rtp = self._on_rtp
-        assert on_rtp is not None
-        srtp_error = pylibsrtp.Error
+        connection = self._connection
         tap = self
 
+        def heard() -> int:
+            return tap.heard
+
+        on_rtp = self._on_rtp
+        srtp_error = pylibsrtp.Error
+        unprotect = srtp_function(self.dtls._rx_srtp, "unprotect") if on_rtp is not None else None
+
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            b0 = data[0]
-            if 127 < b0 < 192 and not (191 < data[1] < 224):
-                try:
-                    plain = unprotect(data)
-                except srtp_error:
-                    tap.srtp_errors += 1
-                    return
-                on_rtp(plain)
+            current = tap._addr
+            if current is not None and (addr[1] != current[1] or addr[0] != current[0]):
+                probe_address(connection, protocol, (addr[0], addr[1]), heard)
             else:
-                original(data, addr)
+                tap.heard += 1
+            if unprotect is not None:
+                b0 = data[0]
+                if 127 < b0 < 192 and not (191 < data[1] < 224):
+                    try:
+                        plain = unprotect(data)
+                    except srtp_error:
+                        tap.srtp_errors += 1
+                        return
+                    on_rtp(plain)  # type: ignore[misc]
+                    return
+            original(data, addr)
 
         protocol.datagram_received = datagram_received
         self._protocol = protocol
+        self._restore = original
+
+    def _unwatch(self) -> None:
+        if self._protocol is not None:
+            # Give the socket back to aioice (the instance attribute shadows the class method).
+            self._protocol.__dict__.pop("datagram_received", None)
+        self._protocol = None
+        self._restore = None
 
     def send_rtcp(self, packet: bytes) -> None:
         if self._sendto is None:
@@ -455,12 +631,16 @@ class TransportTap:
         if self._output is not None:
             self._output.close()
         sock = self._pair_transport.get_extra_info("socket")
+        self._engine = engine
         self._output = srtp_output(engine, self.dtls._tx_srtp, sock.fileno(), sender[1], sender[2])
         return self._output
 
     def close(self) -> None:
         """Drop references; the transport itself is closed by its peer connection."""
         self.ready = False
+        if self._undo_move is not None:
+            self._undo_move()
+            self._undo_move = None
         self._sendto = None
         self._protect = None
         self._protect_rtcp = None
@@ -471,10 +651,8 @@ class TransportTap:
         self._on_rtp = None
         self._on_rtcp = None
         self._on_ready = None
-        if self._protocol is not None:
-            # Give the socket back to aioice (the instance attribute shadows the class method).
-            self._protocol.__dict__.pop("datagram_received", None)
-            self._protocol = None
+        self._on_moved = None
+        self._unwatch()
 
 
 # --------------------------------------------------------------------------------------------

@@ -270,6 +270,12 @@ class PyOutput:
         self._protect = None
         self._sendto = None
 
+    def retarget(self, sendto: Callable[[bytes, Any], None], addr: Any) -> None:
+        """Send through `sendto` to `addr` from now on (the peer's address changed)."""
+        if self._sendto is not None:
+            self._sendto = sendto
+            self._addr = addr
+
 
 class PyRing:
     """Retransmission ring of one published track, shared by its copies (pure Python)."""

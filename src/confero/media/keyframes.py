@@ -1,8 +1,8 @@
 """KeyframeRequester: the one owner of a published video track's keyframe requests.
 
 Every reason to ask the publisher for a keyframe meets here: a copy joining the track, a copy
-resuming after a pause, the source restarting with a new SSRC, a player's PLI or FIR, and the
-housekeeping tick while copies still wait. The requester counts each request by its reason,
+resuming after a pause, the source restarting with a new SSRC, a player's PLI or FIR, the
+housekeeping tick while copies still wait, and a player that moved to a new address. The requester counts each request by its reason,
 applies the track's rate limit (one PLI per `PLI_INTERVAL`), and is the only caller of the
 function that sends the PLI. Nothing here runs per packet.
 """
@@ -19,8 +19,9 @@ PLI_INTERVAL = 0.3  # at most one PLI per track in this many seconds
 #: resume: a paused copy was enabled again and restarts at the next keyframe;
 #: resync: the source changed SSRC, so every started copy restarts at the next keyframe;
 #: player: a player sent PLI or FIR for its copy;
-#: retry: the housekeeping tick, while some copy still waits.
-REASONS = ("join", "resume", "resync", "player", "retry")
+#: retry: the housekeeping tick, while some copy still waits;
+#: moved: a player's address changed, and what was sent to the old one is lost.
+REASONS = ("join", "resume", "resync", "player", "retry", "moved")
 
 
 class KeyframeRequester:

@@ -27,7 +27,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
-from confero.media.aiortc_hooks import IcePolicy, reset_ice_policy, set_ice_policy
+from confero.media.aiortc_hooks import IcePolicy, remote_addresses, reset_ice_policy, set_ice_policy
 from confero.media.fanout import Engine, select
 from confero.media.types import BadCandidate, LocalCandidate, SdpError
 
@@ -329,11 +329,16 @@ class Peer:
                 mids[-1] = line[6:].strip()
         return (mid is not None and mid in mids) or (index is not None and 0 <= index < len(mids))
 
+    def remote_addresses(self) -> list[tuple[str, int]]:
+        """Where the peer is now (its nominated ICE pairs' remote addresses)."""
+        return remote_addresses(self.pc)
+
     def dump(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "role": self.role,
             "connectionState": self.pc.connectionState,
+            "remote": [f"{host}:{port}" for host, port in self.remote_addresses()],
             "closed": self._closed,
             "data": {"sent": self.data_sent, "received": self.data_received, "dropped": self.data_dropped},
         }

@@ -239,7 +239,9 @@ class Subscriber(Peer):
         if self._tap is None:
             transports = dtls_transports(self.pc)
             if transports:
-                self._tap = TransportTap(transports[0], on_rtcp=self._on_rtcp, on_ready=self._ready)
+                self._tap = TransportTap(
+                    transports[0], on_rtcp=self._on_rtcp, on_ready=self._ready, on_moved=self._moved
+                )
         return self.local_sdp()
 
     async def accept_answer(self, answer_sdp: str) -> None:
@@ -293,6 +295,13 @@ class Subscriber(Peer):
             return
         for downtrack in self.downtracks:
             downtrack.start(output)
+
+    def _moved(self) -> None:
+        """The player is at a new address: what went to the old one is lost, so its video
+        restarts at a keyframe (NACKs could not reach back that far)."""
+        for downtrack in self.downtracks:
+            if downtrack.attached:
+                downtrack.uptrack.request_keyframe("moved")
 
     # -- RTCP ----------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ def _socket_route(
         app = applications.get(request.match_info["app"])
         if app is None:
             raise web.HTTPNotFound(text=f"no application {request.match_info['app']!r}")
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=True)
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=False)  # the session answers pings
         await ws.prepare(request)
         session = make(ws, app, request.remote or "?")
         sessions.add(session)

@@ -37,6 +37,7 @@ class SignalingSession:
         self._out: asyncio.Queue[str | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._kick: asyncio.Task[bool] | None = None
+        self._pongs: list[asyncio.Future[None]] = []  # probes waiting for the client's pong
         self.closed = False
 
     # -- Sink ------------------------------------------------------------------------------------
@@ -54,6 +55,24 @@ class SignalingSession:
             return
         self._out.put_nowait(m.encode(message))
 
+    async def probe(self, wait: float) -> bool:
+        """Ping the client; True when its pong (or anything else) comes back within `wait` seconds.
+        Browsers and the SDKs' WebSocket libraries answer pings on their own."""
+        if self.closed or self.ws.closed:
+            return False
+        pong: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs.append(pong)
+        try:
+            await self.ws.ping()
+            await asyncio.wait_for(asyncio.shield(pong), wait)
+            return True
+        except (TimeoutError, ConnectionError, RuntimeError):
+            return False
+        finally:
+            if pong in self._pongs:
+                self._pongs.remove(pong)
+            pong.cancel()
+
     # -- loops -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -62,6 +81,11 @@ class SignalingSession:
             async for msg in self.ws:
                 if msg.type == WSMsgType.TEXT:
                     await self.handle(msg.data)
+                elif msg.type == WSMsgType.PING:
+                    self._heard()
+                    await self.ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    self._heard()
                 elif msg.type == WSMsgType.BINARY:
                     self.send(m.Error(definition="invalid_json", information="binary frames are not commands"))
                 else:
@@ -69,8 +93,17 @@ class SignalingSession:
         finally:
             await self.close()
 
-    async def handle(self, text: str) -> None:
+    def _heard(self) -> None:
+        """The client sent something: it is alive (answers the probes waiting for it)."""
         self.client.heard()
+        if self._pongs:
+            pongs, self._pongs = self._pongs, []
+            for pong in pongs:
+                if not pong.done():
+                    pong.set_result(None)
+
+    async def handle(self, text: str) -> None:
+        self._heard()
         try:
             name, command = m.decode(text)
         except m.DecodeFailure as exc:
@@ -95,6 +128,10 @@ class SignalingSession:
         if self.closed:
             return
         self.closed = True
+        pongs, self._pongs = self._pongs, []
+        for pong in pongs:
+            if not pong.done():
+                pong.set_exception(ConnectionError("the socket closed"))
         try:
             await self.client.close()
         except Exception:
