@@ -224,11 +224,30 @@ class Settings:
     server_ice_servers: list[str] = field(
         default_factory=list,
         metadata=_about(
-            "STUN/TURN URL the server's own peers use (repeatable; turn: URLs get credentials from turn_secret)",
+            "STUN/TURN URL the server's own peers use (repeatable; one turn: or turns: URL, credentials from turn_secret)",
             flag="--server-ice-server",
         ),
     )
     apps: dict[str, AppSettings] = field(default_factory=dict, metadata={"help": "", "flag": None, "file_only": True})
+
+    def _check_server_turn_urls(self) -> None:
+        """The TURN URLs the server's own peers (aiortc/aioice) can use; aiortc would skip the
+        others without a word: one TURN server, over UDP or TCP, or TLS over TCP (no DTLS)."""
+        turn = [u for u in self.server_ice_servers if u.startswith("turn")]
+        for url in turn:
+            query = dict(p.partition("=")[::2] for p in url.partition("?")[2].split("&") if p)
+            transport = query.get("transport", "tcp" if url.startswith("turns:") else "udp")
+            if url.startswith("turns:") and transport != "tcp":
+                raise SettingsError(
+                    f"server_ice_servers: {url!r}: the server's peers speak turns: over TCP only "
+                    "(TLS, e.g. turns:HOST:5349?transport=tcp), not DTLS"
+                )
+            if transport not in ("udp", "tcp"):
+                raise SettingsError(f"server_ice_servers: {url!r}: transport is udp or tcp")
+        if len(turn) > 1:
+            raise SettingsError(
+                f"server_ice_servers: the server's peers use one TURN URL (aiortc's limit), got {len(turn)}: {turn}"
+            )
 
     # -- derived -------------------------------------------------------------------------
 
@@ -293,6 +312,7 @@ class Settings:
             raise SettingsError("turn_urls: needs turn_secret (coturn's static-auth-secret)")
         if any(u.startswith("turn") for u in self.server_ice_servers) and not self.turn_secret:
             raise SettingsError("server_ice_servers: a TURN URL needs turn_secret")
+        self._check_server_turn_urls()
         if self.turn_ttl <= 0:
             raise SettingsError(f"turn_ttl: {self.turn_ttl} is not a positive number of seconds")
         for name in [*self.applications, *self.apps]:

@@ -284,3 +284,177 @@ async def test_relay_over_tcp_with_udp_blocked_for_the_clients(tmp_path: Path, u
     finally:
         await srv.close()
         coturn.stop()
+
+
+# -- turns: TURN over TLS (coturn's tls-listening-port, a certificate made for the test) -------
+
+
+def tls_sessions(coturn: Coturn, username: str) -> int:
+    """coturn's sessions of `username` on its TLS port that negotiated TLS (it logs the cipher
+    and the TLS version of each TLS session when the allocation is made)."""
+    new = re.compile(rf"session \d+: new, realm=<[^>]*>, username=<{re.escape(username)}>, .*method=TLSv1\.[23]")
+    return len(new.findall(coturn.log()))
+
+
+def trust_turn_certificate(monkeypatch: pytest.MonkeyPatch, coturn: Coturn | None) -> None:
+    """What this process trusts for TLS: only coturn's test certificate (OpenSSL's default
+    verify paths, which aioice's TLS connection loads, read SSL_CERT_FILE), or, with None, the
+    machine's own store, where the test certificate is not."""
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    if coturn is None:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    else:
+        monkeypatch.setenv("SSL_CERT_FILE", str(coturn.cert_path))
+
+
+async def test_relay_over_tls_with_udp_blocked_for_the_clients(
+    tmp_path: Path, udp_blocked: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """turns: from getIceServerConfig: relay-only clients that can only use TCP reach coturn over
+    TLS (its certificate trusted, verification on), publish and play; coturn saw TLS sessions."""
+    assert not udp_delivered()
+    coturn = Coturn(tmp_path / "coturn", relay_ports=(OPEN_UDP[0], OPEN_UDP[0] + 199), tls=True)
+    await coturn.start()
+    trust_turn_certificate(monkeypatch, coturn)
+    urls = [coturn.url("udp"), coturn.url("tcp"), coturn.url("tls")]
+    settings = make_settings(
+        tmp_path, turn_urls=urls, turn_secret=coturn.secret, udp_port_range=f"{OPEN_UDP[0] + 500}-{OPEN_UDP[1]}"
+    )
+    srv = Server(settings)
+    await srv.start()
+    try:
+        async with Clients(srv.port) as opened:
+            pub_sock, play_sock = await opened.socket(), await opened.socket()
+            configs = [await ice_config(pub_sock), await ice_config(play_sock)]
+            for reply in configs:
+                assert reply["turnServerUris"] == urls
+                assert reply["stunServerUri"] == coturn.url("udp")  # the official SDK's one turn: URL
+            pub_conf, play_conf = (
+                relay_only(coturn.url("tls"), c["turnServerUsername"], c["turnServerCredential"]) for c in configs
+            )
+            publisher = opened.publisher(
+                pub_sock, "turn6", media_factory=lambda: build_publisher_pc("VP8", configuration=pub_conf)
+            )
+            await publisher.start(timeout=20)
+            player = opened.player(play_sock, "turn6", configuration=play_conf)
+            await player.start(timeout=20)
+            await player.wait_frames(30, 10, timeout=30)
+            assert player.decode_errors == 0
+            assert player.first_video_size == (320, 240)
+            assert publisher.pc is not None and player.pc is not None
+            assert selected_local_type(publisher.pc) == selected_local_type(player.pc) == "relay"
+            for sdp in (publisher.offer_sdp, player.answer_sdp):
+                assert sdp is not None
+                assert set(re.findall(r"^a=candidate:.* typ (\w+)", sdp, re.M)) == {"relay"}
+            for c in configs:
+                assert allocations(coturn, c["turnServerUsername"]) >= 1
+                assert tls_sessions(coturn, c["turnServerUsername"]) >= 1, coturn.log()[-3000:]
+            await publisher.stop()
+            await play_sock.wait_for(definition="play_finished", stream_id="turn6")
+        await wait_idle(srv, timeout=5.0)
+        assert_no_leaks(srv)
+    finally:
+        await srv.close()
+        coturn.stop()
+
+
+@pytest.mark.parametrize("refusal", ["forged", "untrusted"])
+async def test_turns_refuses_forged_credentials_and_is_refused_an_untrusted_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: str
+) -> None:
+    """Over TLS, forged credentials get coturn's 401 and no allocation; and a client that does not
+    trust coturn's certificate (verification stays on) never sends it a TURN request."""
+    coturn = Coturn(tmp_path / "coturn", tls=True)
+    await coturn.start()
+    trust_turn_certificate(monkeypatch, coturn if refusal == "forged" else None)
+    srv = Server(make_settings(tmp_path, turn_urls=[coturn.url("tls")], turn_secret=coturn.secret))
+    await srv.start()
+    try:
+        async with Clients(srv.port) as opened:
+            sock = await opened.socket()
+            reply = await ice_config(sock)
+            assert reply["turnServerUris"] == [coturn.url("tls")]
+            username = reply["turnServerUsername"]
+            credential = reply["turnServerCredential"]
+            if refusal == "forged":
+                credential = rest_credential("not-the-secret", username)
+            conf = relay_only(coturn.url("tls"), username, credential)
+            publisher = opened.publisher(
+                sock, "turn7", media_factory=lambda: build_publisher_pc("VP8", configuration=conf)
+            )
+            with pytest.raises(Exception):  # noqa: B017 (no relay candidate: no connection)
+                await publisher.start(timeout=8)
+            assert publisher.pc is None or publisher.pc.connectionState != "connected"
+            await publisher.close()
+            # coturn accepted a connection on its TLS port and ended it...
+            await eventually(
+                lambda: f"local 127.0.0.1:{coturn.tls_port}, remote" in coturn.log(),
+                timeout=5,
+                what="coturn to close the client's TLS connection",
+            )
+            if refusal == "forged":
+                # ...after refusing the request inside a TLS session,
+                refused = re.compile(rf"user <{re.escape(username)}>: incoming packet \w+ processed, error 401")
+                assert refused.search(coturn.log()), coturn.log()[-3000:]
+            else:
+                # ...before any TURN request: the client refused the handshake.
+                assert f"user <{username}>" not in coturn.log(), coturn.log()[-3000:]
+            assert allocations(coturn, username) == 0
+            assert tls_sessions(coturn, username) == 0
+        await wait_idle(srv, timeout=5.0)
+        assert_no_leaks(srv)
+    finally:
+        await srv.close()
+        coturn.stop()
+
+
+@pytest.mark.parametrize("trust", ["trusted", "untrusted"])
+async def test_server_peers_relay_over_tls_with_server_ice_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, trust: str
+) -> None:
+    """`server_ice_servers` with a turns: URL (and fixed media ports, as on a public server): the
+    server's peers allocate on coturn over TLS when they trust its certificate; when they do not,
+    they keep their host candidates and the log says why there is no relay one."""
+    coturn = Coturn(tmp_path / "coturn", tls=True)
+    await coturn.start()
+    trust_turn_certificate(monkeypatch, coturn if trust == "trusted" else None)
+    low, high = 21000, 21099  # below the kernel's ephemeral ports: nothing else binds there
+    settings = make_settings(
+        tmp_path,
+        server_ice_servers=[coturn.url("tls")],
+        turn_secret=coturn.secret,
+        udp_port_range=f"{low}-{high}",
+    )
+    srv = Server(settings)
+    await srv.start()
+    try:
+        async with Clients(srv.port) as opened:
+            pub_sock, play_sock = await opened.socket(), await opened.socket()
+            publisher = opened.publisher(pub_sock, "turn8")
+            await publisher.start(timeout=20)
+            player = opened.player(play_sock, "turn8")
+            await player.start(timeout=20)
+            await player.wait_frames(10, 5, timeout=30)
+            assert player.offer_sdp is not None
+            hosts = re.findall(r"^a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ host", player.offer_sdp, re.M)
+            assert hosts and all(low <= int(port) <= high for port in hosts), player.offer_sdp
+            relayed = re.search(r"^a=candidate:.* typ relay", player.offer_sdp, re.M)
+            server_tls = re.compile(r"username=<\d+:confero-server>, .*method=TLSv1\.[23]")
+            if trust == "trusted":
+                assert relayed, player.offer_sdp
+                assert re.search(
+                    r"user <\d+:confero-server>: incoming packet ALLOCATE processed, success", coturn.log()
+                )
+                assert server_tls.search(coturn.log()), coturn.log()[-3000:]
+            else:
+                assert not relayed, player.offer_sdp
+                assert "confero-server" not in coturn.log()
+                warnings = [r.getMessage() for r in caplog.records if "no relay candidate" in r.getMessage()]
+                assert warnings and f"turns:127.0.0.1:{coturn.tls_port}" in warnings[0], warnings
+                assert "certificate verify failed" in warnings[0], warnings
+            await publisher.stop()
+        await wait_idle(srv, timeout=5.0)
+        assert_no_leaks(srv)
+    finally:
+        await srv.close()
+        coturn.stop()

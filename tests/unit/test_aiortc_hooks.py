@@ -224,6 +224,7 @@ def test_install_ice_patches_is_idempotent() -> None:
     # aioice looks both up at gathering time, so these replacements are what runs
     assert aioice.ice.get_host_addresses is aiortc_hooks._get_host_addresses
     assert aioice.ice.Connection.get_component_candidates is aiortc_hooks._get_component_candidates
+    assert aioice.ice.relayed_candidate is aiortc_hooks._relayed_candidate
     # a second install must not make the fallback call itself
     assert aiortc_hooks._fallback_get_host_addresses is not aiortc_hooks._get_host_addresses
     assert aiortc_hooks._get_host_addresses(True, False) == aiortc_hooks._fallback_get_host_addresses(True, False)

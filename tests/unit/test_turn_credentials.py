@@ -56,3 +56,15 @@ def test_turn_settings_are_checked() -> None:
     with pytest.raises(SettingsError, match="server_ice_servers"):
         Settings(server_ice_servers=["turn:h:3478"]).validate()
     Settings(server_ice_servers=["stun:h:3478"]).validate()
+
+
+def test_server_ice_servers_take_what_the_server_peers_can_use() -> None:
+    """One TURN URL, turn: over UDP or TCP or turns: over TCP (aiortc would skip the rest silently)."""
+    for url in ("turn:h:3478", "turn:h:3478?transport=tcp", "turns:h:5349", "turns:h:5349?transport=tcp"):
+        Settings(server_ice_servers=["stun:h:3478", url], turn_secret="s").validate()
+    with pytest.raises(SettingsError, match="turns: over TCP only"):
+        Settings(server_ice_servers=["turns:h:5349?transport=udp"], turn_secret="s").validate()
+    with pytest.raises(SettingsError, match="transport is udp or tcp"):
+        Settings(server_ice_servers=["turn:h:3478?transport=sctp"], turn_secret="s").validate()
+    with pytest.raises(SettingsError, match="one TURN URL"):
+        Settings(server_ice_servers=["turn:h:3478", "turns:h:5349"], turn_secret="s").validate()

@@ -9,6 +9,9 @@ Hooks, by purpose (see docs/architecture.md for the packet's walk):
 * ICE gathering policy: which local addresses and UDP ports server peers bind
   (`aioice.ice.get_host_addresses`, `Connection.get_component_candidates`), scoped by a
   context variable so that client peers in the same process (tests) keep their own policy.
+  With a port range, the STUN/TURN candidates (`server_ice_servers`) are gathered after the
+  host ones as aioice gathers them. A TURN allocation of a server peer that fails is logged (`aioice.ice.relayed_candidate`:
+  aioice drops the error and the relay candidate silently).
 * Receive taps on an `RTCDtlsTransport`: decrypted RTP goes to a plain callback instead of
   aiortc's parse/jitter-buffer/decoder pipeline (`_handle_rtp_data`), and once the pair is
   nominated, SRTP is taken straight from the socket callback (`datagram_received`) so RTP never
@@ -121,6 +124,7 @@ async def _get_component_candidates(
     low, high = policy.port_range
     loop = asyncio.get_running_loop()
     candidates: list[Candidate] = []
+    host_protocols: list[aioice.ice.StunProtocol] = []
     for address in addresses:
         ports = list(range(low, high + 1))
         start = random.randrange(len(ports))
@@ -147,8 +151,77 @@ async def _get_component_candidates(
         )
         self._protocols.append(protocol)
         candidates.append(protocol.local_candidate)
+        host_protocols.append(protocol)
+    candidates += await _server_candidates(self, component, host_protocols, timeout)
     _size_buffers(self, policy.socket_buffer)
     return candidates
+
+
+async def _server_candidates(
+    self: aioice.ice.Connection,
+    component: int,
+    host_protocols: list[aioice.ice.StunProtocol],
+    timeout: float,  # noqa: ASYNC109  (aioice's gathering timeout, passed on)
+) -> list[Candidate]:
+    """The server-reflexive (STUN) and relayed (TURN) candidates, as aioice's own
+    `get_component_candidates` gathers them after its host ones: in parallel, each given up
+    after `timeout` seconds (a failed TURN allocation is logged by `_relayed_candidate`)."""
+    tasks: list[asyncio.Task[tuple[Candidate, aioice.ice.StunProtocol | None]]] = []
+    if self.stun_server:
+        for protocol in host_protocols:
+            if ":" not in protocol.local_candidate.host:  # aioice's STUN is IPv4 only
+                tasks.append(asyncio.create_task(aioice.ice.server_reflexive_candidate(protocol, self.stun_server)))
+    if self.turn_server:
+        tasks.append(
+            asyncio.create_task(
+                aioice.ice.relayed_candidate(
+                    component=component,
+                    hide_related_address=self._transport_policy == aioice.ice.TransportPolicy.RELAY,
+                    protocol_factory=lambda: aioice.ice.StunProtocol(self),
+                    turn_server=self.turn_server,
+                    turn_username=self.turn_username,
+                    turn_password=self.turn_password,
+                    turn_ssl=self.turn_ssl,
+                    turn_transport=self.turn_transport,
+                )
+            )
+        )
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    candidates = []
+    for task in done:
+        if task.exception() is None:
+            candidate, relay_protocol = task.result()
+            candidates.append(candidate)
+            if relay_protocol is not None:
+                self._protocols.append(relay_protocol)
+    return candidates
+
+
+_original_relayed_candidate = aioice.ice.relayed_candidate
+
+
+async def _relayed_candidate(**kwargs: Any) -> Any:
+    """aioice's `relayed_candidate`; for a server peer, why no relay candidate came (a refused
+    credential, a TLS certificate not trusted, no answer) is logged before aioice drops it."""
+    try:
+        return await _original_relayed_candidate(**kwargs)
+    except Exception as exc:
+        if _policy.get() is not None:
+            host, port = kwargs["turn_server"]
+            scheme = "turns" if kwargs["turn_ssl"] else "turn"
+            logger.warning(
+                "server_ice_servers: no relay candidate from %s:%s:%s?transport=%s: %s",
+                scheme,
+                host,
+                port,
+                kwargs["turn_transport"],
+                exc or type(exc).__name__,
+            )
+        raise
 
 
 def _size_buffers(connection: aioice.ice.Connection, size: int) -> None:
@@ -332,6 +405,7 @@ def install_ice_patches() -> None:
     _fallback_get_host_addresses = aioice.ice.get_host_addresses
     _get_host_addresses._confero_patched = True  # type: ignore[attr-defined]
     aioice.ice.get_host_addresses = _get_host_addresses
+    aioice.ice.relayed_candidate = _relayed_candidate
     aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
     aioice.ice.Connection.query_consent = _query_consent  # type: ignore[method-assign]
     aioice.ice.Connection.check_complete = _check_complete  # type: ignore[method-assign]
