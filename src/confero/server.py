@@ -119,8 +119,14 @@ class Server:
         middlewares.append(rest_guard(self.applications, refusal_response))
         self.web = web.Application(client_max_size=1 << 20, middlewares=middlewares)
         self.web[APPLICATIONS] = self.applications
-        self.web.router.add_get("/{app}/websocket", websocket_handler(self.applications, self.sessions, self.turn))
-        self.web.router.add_get("/{app}/websocket/application", circle_handler(self.applications, self.circle_sessions))
+        heartbeat = settings.ws_heartbeat
+        self.web.router.add_get(
+            "/{app}/websocket", websocket_handler(self.applications, self.sessions, self.turn, heartbeat=heartbeat)
+        )
+        self.web.router.add_get(
+            "/{app}/websocket/application",
+            circle_handler(self.applications, self.circle_sessions, heartbeat=heartbeat),
+        )
         add_routes(self.web.router)
         add_page_routes(self.web.router, self.applications)
         self._runner: web.AppRunner | None = None

@@ -184,6 +184,13 @@ class Settings:
         default=5.0,
         metadata=_about("seconds without RTP/RTCP from a connected publisher or player before it is closed (0: never)"),
     )
+    ws_heartbeat: float = field(
+        default=5.0,
+        metadata=_about(
+            "seconds without a message from a WebSocket client before it is pinged; no answer within"
+            " half of that closes the socket and ends its sessions (0: never)"
+        ),
+    )
     ice_consent_interval: float = field(
         default=1.0, metadata=_about("seconds between ICE consent checks of a server peer (RFC 7675; aioice: 5)")
     )
@@ -297,6 +304,8 @@ class Settings:
             raise SettingsError(f"tls_port: {self.tls_port} is also the plain port")
         if self.media_timeout < 0:
             raise SettingsError(f"media_timeout: {self.media_timeout} is negative")
+        if self.ws_heartbeat < 0:
+            raise SettingsError(f"ws_heartbeat: {self.ws_heartbeat} is negative")
         if self.ice_consent_interval <= 0:
             raise SettingsError(f"ice_consent_interval: {self.ice_consent_interval} is not a positive number")
         if self.ice_consent_failures < 1:

@@ -497,3 +497,37 @@ async def test_a_publisher_whose_media_stopped_but_whose_socket_answers_keeps_it
         await first.close()
         await other.close()
         await owner.close()
+
+
+async def test_a_websocket_whose_network_is_gone_is_closed_by_the_heartbeat(tmp_path: Path) -> None:
+    """The client's socket stops answering (its TCP connection still open): the server pings it
+    after `ws_heartbeat` seconds of silence, closes it when no answer comes within half of that,
+    and ends what it started (its room stream leaves), even though its media still flows."""
+    srv = Server(make_settings(tmp_path, ws_heartbeat=1.0))
+    await srv.start()
+    try:
+        watcher = await join(srv, "watcher")
+        sock = await join(srv, "cut")
+        publisher = Publisher(sock, "cut", codec="VP8")
+        try:
+            await publisher.start()
+            await watcher.wait_for(definition="streamJoined", stream_id="cut", timeout=10)
+            assert len(srv.sessions) == 2
+            sock.cut()
+            cut = time.monotonic()
+            await watcher.wait_for(definition="streamLeaved", stream_id="cut", timeout=10)
+            took = time.monotonic() - cut
+            await eventually(lambda: len(srv.sessions) == 1, timeout=5, what="the silent socket's session to close")
+            # the watcher's socket, as silent but answering the pings, stays
+            await watcher.send({"command": "ping"})
+            await watcher.wait_for("pong", timeout=5)
+            print(f"silent WebSocket -> closed, its stream left: {took:.2f} s (heartbeat 1 s)")
+            assert took < 1.0 + 0.5 + 2.0, took
+        finally:
+            await publisher.close()
+            await sock.close()
+            await watcher.close()
+        await wait_idle(srv)
+        assert_no_leaks(srv)
+    finally:
+        await srv.close()

@@ -30,14 +30,22 @@ def _socket_route(
     applications: Mapping[str, Application],
     sessions: set[S],
     make: Callable[[web.WebSocketResponse, Application, str], S],
+    *,
+    autoping: bool = True,
+    heartbeat: float = 0.0,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """One application's socket: 404 for an unknown application, else a session until it closes."""
+    """One application's socket: 404 for an unknown application, else a session until it closes.
+
+    `heartbeat` (seconds, 0: off): after that long without anything from the client the server
+    pings it, and closes the socket when nothing comes back within half of it (a client whose
+    network is gone, its TCP connection still open). `autoping=False`: the session answers
+    pings itself (and sees the pongs)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         app = applications.get(request.match_info["app"])
         if app is None:
             raise web.HTTPNotFound(text=f"no application {request.match_info['app']!r}")
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=False)  # the session answers pings
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=autoping, heartbeat=heartbeat or None)
         await ws.prepare(request)
         session = make(ws, app, request.remote or "?")
         sessions.add(session)
@@ -51,12 +59,22 @@ def _socket_route(
 
 
 def websocket_handler(
-    applications: Mapping[str, Application], sessions: set[SignalingSession], turn: TurnServers | None = None
+    applications: Mapping[str, Application],
+    sessions: set[SignalingSession],
+    turn: TurnServers | None = None,
+    *,
+    heartbeat: float = 0.0,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    return _socket_route(applications, sessions, lambda ws, app, remote: SignalingSession(ws, app, remote, turn))
+    return _socket_route(
+        applications,
+        sessions,
+        lambda ws, app, remote: SignalingSession(ws, app, remote, turn),
+        autoping=False,
+        heartbeat=heartbeat,
+    )
 
 
 def circle_handler(
-    applications: Mapping[str, Application], sessions: set[CircleSession]
+    applications: Mapping[str, Application], sessions: set[CircleSession], *, heartbeat: float = 0.0
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    return _socket_route(applications, sessions, CircleSession)
+    return _socket_route(applications, sessions, CircleSession, heartbeat=heartbeat)
