@@ -225,3 +225,69 @@ async def test_remote_host_joins_a_conference_over_https_pinned_by_spki(
     finally:
         await close_all(*tabs)
         await context.close()
+
+
+LINK_DOWN = 5.0
+GHOST_LIMIT = 10.0
+
+
+def link_tries() -> int:
+    """How many link-down rounds (CONFERO_LINK_TRIES; 20 for the published figures)."""
+    import os
+
+    return int(os.environ.get("CONFERO_LINK_TRIES", "2"))
+
+
+async def test_remote_participants_link_goes_down_for_5_s_and_comes_back(
+    tmp_path: Path, remote: Host, tls_server: Server, remote_browser: Any
+) -> None:
+    """The remote host's link goes down for 5 s, then up, in a conference with a watcher on the
+    server's side: the ghost is gone within 10 s (streamLeaved), and the page's SDK reconnects
+    on its own, so the watcher sees the participant again (streamJoined, then its video)."""
+    import statistics
+    import time
+
+    from tests.support.amsclient import AmsSocket
+
+    base = f"https://{SERVER_IP}:{tls_server.tls_port}/{APP}"
+    context = await remote_browser.new_context(viewport={"width": 1280, "height": 800})
+    watcher: AmsSocket | None = None
+    tabs: list[Tab] = []
+    ghosts: list[float] = []
+    returns: list[float] = []
+    try:
+        watcher = await AmsSocket.connect(tls_server.port, host=SERVER_IP)
+        await watcher.send({"command": "joinRoom", "room": "linkdown", "streamId": "watcher"})
+        await watcher.wait_for(definition="joinedTheRoom", timeout=10)
+        page = await context.new_page()
+        tab = Tab(page)
+        tabs.append(tab)
+        await page.goto(f"{base}/conference.html?roomId=linkdown")
+        await page.wait_for_function("window.conferoPage !== undefined", timeout=TIMEOUT_MS)
+        await join_conference(tab, "Remote")
+        stream_id = (await tab.state())["streamId"]
+        await watcher.wait_for(definition="streamJoined", stream_id=stream_id, timeout=15)
+        for _ in range(link_tries()):
+            remote.set_link(False)
+            cut = time.monotonic()
+            await watcher.wait_for(definition="streamLeaved", stream_id=stream_id, timeout=GHOST_LIMIT + 5)
+            ghosts.append(time.monotonic() - cut)
+            await asyncio.sleep(max(0.0, LINK_DOWN - (time.monotonic() - cut)))  # the outage lasts 5 s
+            remote.set_link(True)
+            back = time.monotonic()
+            await watcher.wait_for(definition="streamJoined", stream_id=stream_id, timeout=30)
+            returns.append(time.monotonic() - back)
+            print(f"round {len(returns)}: ghost gone {ghosts[-1]:.2f} s, back {returns[-1]:.2f} s after link up")
+            await tab.wait("s.joined && s.publishing")
+        print(
+            f"remote link down {LINK_DOWN:g} s: ghost gone p50 {statistics.median(ghosts):.2f} s, worst"
+            f" {max(ghosts):.2f} s; back after link up p50 {statistics.median(returns):.2f} s, worst"
+            f" {max(returns):.2f} s ({len(ghosts)} tries)"
+        )
+        assert max(ghosts) <= GHOST_LIMIT, ghosts
+        assert max(returns) <= GHOST_LIMIT, returns
+    finally:
+        await close_all(*tabs)
+        await context.close()
+        if watcher is not None:
+            await watcher.close()

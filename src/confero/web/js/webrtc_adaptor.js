@@ -708,11 +708,19 @@ export class WebRTCAdaptor {
     switch (msg.definition) {
       case "publish_finished":
       case "play_finished": {
-        // The server ended it (publisher gone, room closed, timeout): no reconnection for it.
+        // The server ended it. While our connection is alive (publisher gone, room closed): no
+        // reconnection for it. When our side lost its connection too (the network went away
+        // and the server timed the stream out meanwhile), it is restarted like a failed one.
         const peer = streamId ? this._peers.get(streamId) : undefined;
         if (peer && peer.remoteSet && peer.mode !== "peer") {
-          this._forget(streamId);
-          this._closePeer(streamId);
+          const lost = !ICE_ALIVE.includes(peer.pc.iceConnectionState);
+          const wanted = this._published.has(streamId) || this._played.has(streamId);
+          if (lost && wanted && this.reconnectIfRequiredFlag) {
+            this._reconnect(streamId);
+          } else {
+            this._forget(streamId);
+            this._closePeer(streamId);
+          }
         }
         break;
       }
