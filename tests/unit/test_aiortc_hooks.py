@@ -225,6 +225,7 @@ def test_install_ice_patches_is_idempotent() -> None:
     assert aioice.ice.get_host_addresses is aiortc_hooks._get_host_addresses
     assert aioice.ice.Connection.get_component_candidates is aiortc_hooks._get_component_candidates
     assert aioice.ice.relayed_candidate is aiortc_hooks._relayed_candidate
+    assert aioice.ice.Connection.check_complete is aiortc_hooks._check_complete
     # a second install must not make the fallback call itself
     assert aiortc_hooks._fallback_get_host_addresses is not aiortc_hooks._get_host_addresses
     assert aiortc_hooks._get_host_addresses(True, False) == aiortc_hooks._fallback_get_host_addresses(True, False)
@@ -646,6 +647,37 @@ async def test_tap_rtp_output_reaches_the_remote_peer(peers: Peers, engine_name:
     assert tap.rtp_output(engine) is None
     remote_tap.close()
     link.stop()
+
+
+async def test_a_probe_of_an_address_nobody_answers_at_moves_nothing(peers: Peers) -> None:
+    """A datagram from an unknown address starts one ICE check of it (probe_address); when no
+    answer with the peer's credentials comes, the nominated pair and the tap stay put."""
+    link = TappedLink(peers)
+    await link.start()
+    tap = link.tap
+    assert tap is not None
+    connection = tap.dtls.transport._connection
+    nominated = connection._nominated[1]
+    moves: list[Any] = []
+    undo = aiortc_hooks.on_pair_moved(connection, moves.append)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.setblocking(False)
+    try:
+        addr = silent.getsockname()
+        aiortc_hooks.probe_address(connection, nominated.protocol, addr, lambda: 0)
+        pair = next(p for p in connection._check_list if p.remote_addr == addr)
+        assert pair.task is not None
+        aiortc_hooks.probe_address(connection, nominated.protocol, addr, lambda: 0)  # rate-limited: one check
+        request = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(silent, 2048), 2)
+        assert request[:2] == b"\x00\x01"  # a STUN binding request reached the address
+        await wait_until(lambda: pair.task is None, 10, "the unanswered check to end")
+        assert connection._nominated[1] is nominated and moves == []
+        assert tap.rtp_sender() is not None and tap.rtp_sender()[2] == nominated.remote_addr  # type: ignore[index]
+    finally:
+        undo()
+        silent.close()
+        link.stop()
 
 
 async def test_tap_close_gives_the_socket_back(peers: Peers) -> None:
