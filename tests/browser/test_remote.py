@@ -275,7 +275,11 @@ async def test_remote_participants_link_goes_down_for_5_s_and_comes_back(
             await asyncio.sleep(max(0.0, LINK_DOWN - (time.monotonic() - cut)))  # the outage lasts 5 s
             remote.set_link(True)
             back = time.monotonic()
-            await watcher.wait_for(definition="streamJoined", stream_id=stream_id, timeout=30)
+            try:
+                await watcher.wait_for(definition="streamJoined", stream_id=stream_id, timeout=30)
+            except TimeoutError as exc:
+                state = await tab.state()
+                raise AssertionError(f"the page did not come back: {state['events'][-25:]} {state['status']}") from exc
             returns.append(time.monotonic() - back)
             print(f"round {len(returns)}: ghost gone {ghosts[-1]:.2f} s, back {returns[-1]:.2f} s after link up")
             await tab.wait("s.joined && s.publishing")

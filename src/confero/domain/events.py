@@ -18,6 +18,7 @@ class PublishStarted:
 @dataclass(frozen=True)
 class PublishFinished:
     stream_id: str
+    lost: bool = False  # its media connection was lost (the client's SDK may restart it)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class PlayStarted:
 @dataclass(frozen=True)
 class PlayFinished:
     stream_id: str
+    lost: bool = False  # its media connection was lost (the client's SDK may restart it)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ class Leg:
         self.stream_id = stream_id
         self.peer: MediaPeer | None = None
         self.closed = False
+        self.lost = False  # its media peer ended on its own (the network, not the client)
         self.started = False
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -114,8 +115,9 @@ class Leg:
         """The peer did not connect in time; the leg ends next (subclasses)."""
 
     def _peer_closed(self, reason: str) -> None:
-        """The media peer ended on its own (ICE failure, DTLS close, consent expiry)."""
+        """The media peer ended on its own (ICE failure, DTLS close, consent expiry, no media)."""
         if not self.closed:
+            self.lost = True
             self.end_soon(reason)
 
     def _data(self, data: str | bytes) -> None:
@@ -256,7 +258,7 @@ class Publication(Leg):
         await self.stream.close(reason)
 
     def _finished_event(self) -> events.Event:
-        return events.PublishFinished(self.stream_id)
+        return events.PublishFinished(self.stream_id, lost=self.lost)
 
 
 class Player(Leg):
@@ -316,7 +318,7 @@ class Player(Leg):
         )
 
     def _finished_event(self) -> events.Event:
-        return events.PlayFinished(self.stream_id)
+        return events.PlayFinished(self.stream_id, lost=self.lost)
 
     async def _after_close(self, reason: str) -> None:
         self.ctx.observers.emit(

@@ -357,6 +357,7 @@ class Notification(Message, tag="notification"):
     room: str = ""
     room_name: str = msgspec.field(default="", name="ATTR_ROOM_NAME")
     subscriber_id: str = ""
+    reason: str = ""  # Confero's: publish_finished/play_finished of a lost connection
 
 
 class StreamDetail(msgspec.Struct, rename="camel"):

@@ -14,6 +14,10 @@ from confero.domain.results import DebugInfo, LegStats, StreamSummary, Subscribe
 from confero.media import types as media
 from confero.signaling import messages as m
 
+#: `reason` of a publish_finished / play_finished whose media connection was lost (Confero's
+#: field; Ant Media's clients ignore it): Confero's SDK restarts the publish or play.
+LOST = "connectionLost"
+
 #: Refusal type -> Ant Media's `definition`; the first match in this order wins (subclasses first).
 DEFINITIONS: tuple[tuple[type[BaseException], str], ...] = (
     (errors.MissingStreamId, "noStreamNameSpecified"),
@@ -89,12 +93,12 @@ def event_message(event: events.Event) -> m.Message | m.Raw:
             return m.TakeCandidateOut(stream_id=stream_id, label=index, id=mid, candidate=candidate)
         case events.PublishStarted(stream_id, room):
             return m.Notification(definition="publish_started", stream_id=stream_id, room=room, room_name=room)
-        case events.PublishFinished(stream_id):
-            return m.Notification(definition="publish_finished", stream_id=stream_id)
+        case events.PublishFinished(stream_id, lost):
+            return m.Notification(definition="publish_finished", stream_id=stream_id, reason=LOST if lost else "")
         case events.PlayStarted(stream_id):
             return m.Notification(definition="play_started", stream_id=stream_id)
-        case events.PlayFinished(stream_id):
-            return m.Notification(definition="play_finished", stream_id=stream_id)
+        case events.PlayFinished(stream_id, lost):
+            return m.Notification(definition="play_finished", stream_id=stream_id, reason=LOST if lost else "")
         case events.ConnectTimeout(stream_id):
             return m.Error(
                 definition="publishTimeoutError", stream_id=stream_id, information="the peer did not connect in time"

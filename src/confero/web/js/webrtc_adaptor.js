@@ -142,6 +142,7 @@ function sanitize(text) {
  * @property {boolean} closed
  * @property {boolean} offered
  * @property {boolean} restart           started by the adaptor (reconnection), not yet claimed by the page
+ * @property {boolean} connected         ICE is connected now (it was, and has not been lost since)
  */
 
 /**
@@ -713,7 +714,7 @@ export class WebRTCAdaptor {
         // and the server timed the stream out meanwhile), it is restarted like a failed one.
         const peer = streamId ? this._peers.get(streamId) : undefined;
         if (peer && peer.remoteSet && peer.mode !== "peer") {
-          const lost = !ICE_ALIVE.includes(peer.pc.iceConnectionState);
+          const lost = msg.reason === "connectionLost" || (!peer.connected && peer.pc.iceConnectionState !== "new");
           const wanted = this._published.has(streamId) || this._played.has(streamId);
           if (lost && wanted && this.reconnectIfRequiredFlag) {
             this._reconnect(streamId);
@@ -1108,6 +1109,7 @@ export class WebRTCAdaptor {
       closed: false,
       offered: false,
       restart: false,
+      connected: false,
     };
     this._earlyCandidates.delete(streamId);
     this._peers.set(streamId, peer);
@@ -1307,7 +1309,8 @@ export class WebRTCAdaptor {
     const state = peer.pc.iceConnectionState;
     this.notifyEventListeners("ice_connection_state_changed", { state, streamId: peer.streamId });
     const watched = peer.mode !== "peer" && (this._published.has(peer.streamId) || this._played.has(peer.streamId));
-    if (state === "connected" || state === "completed") {
+    peer.connected = state === "connected" || state === "completed";
+    if (peer.connected) {
       this._clearWatchdog(peer);
     } else if (state === "failed" || state === "closed") {
       if (watched && this.reconnectIfRequiredFlag) this._reconnect(peer.streamId);
