@@ -93,7 +93,7 @@ class Forbidden(ConferoError):
 
 
 class ShuttingDown(ConferoError):
-    """The server is stopping and takes no new publishers."""
+    """The server is stopping (draining) and takes no new publish, play, room member or call."""
 
 
 class NoPeer(ConferoError):

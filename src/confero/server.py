@@ -1,10 +1,14 @@
 """Composition root: builds the store, media Router, Applications and the HTTP app; runs them.
 
 Start-up order: store, router, applications, HTTP. Shut-down runs the other way: every client
-is told the server will stop (`server_will_stop`, on which the SDK reconnects), then its streams ended (`publish_finished` / `play_finished`), then peers close, then the
-HTTP server, then the store is flushed. `Server` changes no process-wide state; `serve()`, the
-process's entry, installs the media hooks, tunes the garbage collector and reloads the TLS
-certificate on SIGHUP.
+is told the server will stop (`server_will_stop`, on which the SDK reconnects), then its streams
+ended (`publish_finished` / `play_finished`), then peers close, then the HTTP server, then the
+store is flushed. A drain (`Server.drain()`, SIGTERM) puts a wait between the first step and the
+others: nothing new is taken (a new WebSocket is a 503, a new publish/play/joinRoom/join the
+error `server_will_stop`) while what runs goes on, until it has all ended or `drain_timeout`
+has passed. `Server` changes no process-wide state; `serve()`, the process's entry, installs the
+media hooks, tunes the garbage collector, drains on SIGTERM (SIGINT, or a second signal, closes
+at once) and reloads the TLS certificate on SIGHUP.
 
 With `tls_cert` set, one aiohttp application is served by two sites: plain HTTP on `port` and
 HTTPS/WSS on `tls_port`, so pages, REST and WebSocket answer on both.
@@ -16,6 +20,7 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,9 @@ from confero.tls import ServerTLS
 from confero.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two looks at what still runs while draining.
+DRAIN_POLL = 0.1
 
 #: Generation thresholds for the garbage collector (CPython's default is 700, 10, 10).
 GC_THRESHOLDS = (50_000, 20, 20)
@@ -133,6 +141,10 @@ class Server:
         self.port = settings.port
         self.tls_port = settings.tls_port
         self.closed = False
+        self.draining = False
+        self._cut = asyncio.Event()  # set: the drain ends now (a second signal)
+        self._drained = asyncio.Event()  # set once a drain has ended (the server is closed)
+        self._drain_outcome = ""
 
     @staticmethod
     def _webhooks(app: Application) -> Webhooks:
@@ -181,6 +193,59 @@ class Server:
             return False
         return self.tls.reload()
 
+    def active_sessions(self) -> int:
+        """The publishes, plays, room memberships and 1-1 calls that run, in every application."""
+        return sum(app.active_sessions() for app in self.applications.values())
+
+    async def drain(self, grace: float | None = None) -> str:
+        """Stop taking anything new, let what runs go on for at most `grace` seconds
+        (`drain_timeout` by default), then close. Every client is told `server_will_stop` first.
+
+        Returns how it ended: "drained" (nothing ran any more), "deadline", "cut" (`cut_drain()`)
+        or "closed" (the server was closed already). A second call waits for the first one."""
+        if self.draining:
+            await self._drained.wait()
+            return self._drain_outcome
+        if self.closed:
+            return "closed"
+        self.draining = True
+        timeout = self.settings.drain_timeout if grace is None else grace
+        for application in self.applications.values():
+            application.stopping()
+        started = time.monotonic()
+        running = self.active_sessions()
+        logger.info("draining: %s running; closing when they end, in %g s at most", _sessions_text(running), timeout)
+        outcome = "drained"
+        while running:
+            left = started + timeout - time.monotonic()
+            if left <= 0:
+                outcome = "deadline"
+                break
+            try:
+                await asyncio.wait_for(self._cut.wait(), min(DRAIN_POLL, left))
+            except TimeoutError:
+                running = self.active_sessions()
+            else:
+                outcome = "cut"
+                break
+        elapsed = time.monotonic() - started
+        if outcome == "drained":
+            logger.info("drained: every session ended after %.1f s; closing", elapsed)
+        elif outcome == "deadline":
+            logger.info("drain deadline reached after %.1f s: closing %s", elapsed, _sessions_text(running))
+        else:
+            logger.info("drain cut short after %.1f s: closing %s at once", elapsed, _sessions_text(running))
+        try:
+            await self.close()
+        finally:
+            self._drain_outcome = outcome
+            self._drained.set()
+        return outcome
+
+    def cut_drain(self) -> None:
+        """End a drain now (what still runs is closed); before a drain, `drain()` closes at once."""
+        self._cut.set()
+
     async def close(self) -> None:
         """Idempotent, children first: sessions, applications, webhooks, router, HTTP, store."""
         if self.closed:
@@ -214,6 +279,10 @@ class Server:
         }
 
 
+def _sessions_text(count: int) -> str:
+    return f"{count} session" if count == 1 else f"{count} sessions"
+
+
 def tune_garbage_collector() -> None:
     """Everything made during start-up lives as long as the process: keep it out of every future
     collection, and collect less often so that fewer short-lived objects reach the old generation,
@@ -223,14 +292,27 @@ def tune_garbage_collector() -> None:
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then shut down cleanly."""
+    """Run until SIGTERM (drain, then shut down) or SIGINT (shut down at once); a signal during
+    the drain ends it at once."""
     stop = asyncio.Event()
+    at_once = asyncio.Event()
+    server: Server | None = None
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set() or sig == signal.SIGINT:
+            at_once.set()
+            if server is not None:
+                server.cut_drain()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     aiortc_hooks.check_versions()
     aiortc_hooks.install_ice_patches()
     server = Server(settings)
+    if at_once.is_set():
+        server.cut_drain()
     hangup = getattr(signal, "SIGHUP", None)  # none on Windows
     if hangup is not None:
         loop.add_signal_handler(hangup, server.reload_tls)
@@ -240,7 +322,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         if ready is not None:
             ready.set()
         await stop.wait()
-        logger.info("shutting down")
+        if at_once.is_set() or settings.drain_timeout <= 0:
+            logger.info("shutting down")
+        else:
+            await server.drain(settings.drain_timeout)
     finally:
         await server.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

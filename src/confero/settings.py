@@ -191,6 +191,13 @@ class Settings:
             " half of that closes the socket and ends its sessions (0: never)"
         ),
     )
+    drain_timeout: float = field(
+        default=30.0,
+        metadata=_about(
+            "seconds SIGTERM lets running publishes, plays, rooms and calls go on (no new ones are"
+            " taken) before the server closes them and stops (0: close at once)"
+        ),
+    )
     ice_consent_interval: float = field(
         default=1.0, metadata=_about("seconds between ICE consent checks of a server peer (RFC 7675; aioice: 5)")
     )
@@ -306,6 +313,8 @@ class Settings:
             raise SettingsError(f"media_timeout: {self.media_timeout} is negative")
         if self.ws_heartbeat < 0:
             raise SettingsError(f"ws_heartbeat: {self.ws_heartbeat} is negative")
+        if self.drain_timeout < 0:
+            raise SettingsError(f"drain_timeout: {self.drain_timeout} is negative")
         if self.ice_consent_interval <= 0:
             raise SettingsError(f"ice_consent_interval: {self.ice_consent_interval} is not a positive number")
         if self.ice_consent_failures < 1:

@@ -247,6 +247,33 @@ async def test_server_will_stop_reaches_every_client_before_any_stream_ends(worl
         await idle.publish("late")
 
 
+async def test_while_stopping_what_runs_goes_on_and_nothing_new_is_taken(world: World) -> None:
+    pub, pub_sink = world.client()
+    await world.live_publisher(pub, "s1")
+    player, player_sink = await live_player(world, "s1")
+    idle, idle_sink = world.client()
+    assert world.app.active_sessions() == 2
+    world.app.stopping()
+    world.app.stopping()  # told once
+    _late, late_sink = world.client()  # connected as the server began to stop: told too
+    for sink in (pub_sink, player_sink, idle_sink, late_sink):
+        assert sink.of(events.ServerWillStop) == [events.ServerWillStop()]
+    assert world.app.active_sessions() == 2  # the publish and the play go on
+    assert "PublishFinished" not in pub_sink.kinds() and "PlayFinished" not in player_sink.kinds()
+    for refused in (
+        lambda: idle.publish("late"),
+        lambda: idle.play("s1"),
+        lambda: idle.join_room("hall", "m1"),
+        lambda: idle.join_call("call1"),
+    ):
+        with pytest.raises(errors.ShuttingDown):
+            await refused()
+    assert world.app.active_sessions() == 2
+    await player.stop("s1")
+    assert world.app.active_sessions() == 1
+    await world.app.close()
+
+
 # -- push, forceStreamQuality --------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""`confero serve` as a real process: clean shutdown on SIGTERM/SIGINT, and flag errors."""
+"""`confero serve` as a real process: clean shutdown on SIGTERM/SIGINT, and flag errors
+(the drain on SIGTERM: test_drain.py)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,8 @@ async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None
     return proc.poll()
 
 
-def start_confero(port: int, data_dir: Path, log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """`confero serve` on 127.0.0.1:`port` (ICE on loopback), output to `log_path`."""
+def start_confero(port: int, data_dir: Path, log_path: Path, cwd: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`confero serve` on 127.0.0.1:`port` (ICE on loopback), output to `log_path`; `extra` flags."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
             confero(
@@ -76,6 +77,7 @@ def start_confero(port: int, data_dir: Path, log_path: Path, cwd: Path) -> subpr
                 "127.0.0.1",
                 "--log-level",
                 "INFO",
+                *extra,
             ),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -91,12 +93,17 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_signal_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("sig", "flags"),
+    [(signal.SIGTERM, ("--drain-timeout", "0")), (signal.SIGINT, ())],
+    ids=["SIGTERM-no-drain", "SIGINT"],
+)
+async def test_signal_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals, flags: tuple[str, ...]) -> None:
+    """SIGINT, and SIGTERM with `drain_timeout` 0, close at once (SIGTERM drains by default)."""
     port = free_port()
     data_dir = tmp_path / "data"
     log_path = tmp_path / "confero.log"
-    proc = start_confero(port, data_dir, log_path, tmp_path)
+    proc = start_confero(port, data_dir, log_path, tmp_path, *flags)
     try:
         async with Clients(port) as clients:
             await wait_listening(proc, port)

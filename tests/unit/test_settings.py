@@ -487,3 +487,13 @@ def test_unknown_codec_is_a_settings_error() -> None:
         s.codec_mimes()
     with pytest.raises(SettingsError, match="theora"):
         s.validate()
+
+
+def test_drain_timeout_from_file_env_and_flag(tmp_path: Path) -> None:
+    assert Settings().drain_timeout == 30.0
+    path = write(tmp_path, "drain_timeout = 7\n")
+    assert load("--config", str(path)).drain_timeout == 7.0
+    assert Settings.load([], env={"CONFERO_DRAIN_TIMEOUT": "2.5"}).drain_timeout == 2.5
+    assert load("--drain-timeout", "0").drain_timeout == 0.0
+    with pytest.raises(SettingsError, match="drain_timeout"):
+        load("--drain-timeout", "-1")

@@ -94,6 +94,8 @@ class Application:
             on_closed=self._client_closed,
         )
         self.clients[client_id] = client
+        if self.stopping_now:  # connected while the server began to stop: told as the others were
+            client.deliver(events.ServerWillStop())
         return client
 
     def _client_closed(self, client: Client) -> None:
@@ -126,9 +128,19 @@ class Application:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    @property
+    def stopping_now(self) -> bool:
+        """Whether `stopping()` was called: nothing new is taken any more."""
+        return self.streams.closed
+
+    def active_sessions(self) -> int:
+        """The publishes, plays, room memberships and 1-1 calls its clients keep running."""
+        return sum(client.active_sessions() for client in self.clients.values())
+
     def stopping(self) -> None:
-        """The server will stop: new publishes are refused, and every connected client is told
-        (`ServerWillStop`), before any of its streams ends. Idempotent."""
+        """The server will stop: new publishes, plays, room joins and calls are refused, and every
+        connected client is told (`ServerWillStop`) once, before any of its streams ends; what
+        runs goes on until `close()`. Idempotent."""
         if self.streams.closed:
             return
         self.streams.closed = True

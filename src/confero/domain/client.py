@@ -107,6 +107,12 @@ class Client:
     def deliver(self, event: events.Event) -> None:
         self.sink.deliver(event)
 
+    def active_sessions(self) -> int:
+        """What this connection keeps running: its publishes and plays, the rooms it joined with
+        a stream id it neither publishes nor plays, and its 1-1 calls."""
+        rooms = sum(1 for stream_id in self.memberships.values() if stream_id not in self.legs)
+        return len(self.legs) + rooms + len(self.calls.of(self.client_id))
+
     def leg_closed(self, leg: Leg) -> None:
         if self.legs.get(leg.stream_id) is leg:
             del self.legs[leg.stream_id]
@@ -213,6 +219,7 @@ class Client:
     async def join_room(
         self, room_id: str, stream_id: str = "", *, name: str = "", metadata: str = "", role: str = "", mode: str = ""
     ) -> JoinResult:
+        self.streams.refuse_if_stopping()
         if room_id in self.memberships:
             await self._leave_room(room_id, self.memberships[room_id])
         room = await self.rooms.open(room_id)
@@ -374,6 +381,7 @@ class Client:
 
     async def join_call(self, call_id: str, token: str | None = None) -> None:
         check_stream_id(call_id)
+        self.streams.refuse_if_stopping()
         grant = await self.access.authorize_call(token, call_id)
         await self.access.consume(grant)
         self.calls.join(self, call_id)

@@ -50,6 +50,11 @@ class Streams(Mapping[str, Stream]):
         self.live: dict[str, Stream] = {}
         self.closed = False
 
+    def refuse_if_stopping(self) -> None:
+        """No new publish, play, room membership or call once the server is stopping (draining)."""
+        if self.closed:
+            raise ShuttingDown("the server is shutting down")
+
     # -- publish ---------------------------------------------------------------------------------
 
     async def publish(
@@ -75,8 +80,7 @@ class Streams(Mapping[str, Stream]):
             if existing is not None and not self.closed and await self._lost(existing, room=room, token=token):
                 return self._take_over(existing, client, token=token)
             grant = await self.access.authorize("publish", token, stream_id, room)
-            if self.closed:
-                raise ShuttingDown("the server is shutting down")
+            self.refuse_if_stopping()
             if stream_id in self.live:
                 raise InUse(f"stream {stream_id} is already publishing")
             # The claim: no await since the check above.
@@ -282,6 +286,7 @@ class Streams(Mapping[str, Stream]):
         token: str | None,
     ) -> Playback | RoomPlayback:
         check_stream_id(stream_id)
+        self.refuse_if_stopping()
         stream = self.live.get(stream_id)
         if (stream is None or not stream.started) and (
             room == stream_id

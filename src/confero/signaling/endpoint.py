@@ -1,6 +1,7 @@
 """The WebSocket routes: `/{App}/websocket` (Ant Media's protocol, a `SignalingSession`) and
 `/{App}/websocket/application` (Circle's application socket, a `CircleSession`). An unknown
-application is a 404; otherwise the session runs until the socket closes."""
+application is a 404, and while the server is stopping (draining) a new socket is a 503 with a
+JSON body; otherwise the session runs until the socket closes."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def _socket_route(
     autoping: bool = True,
     heartbeat: float = 0.0,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """One application's socket: 404 for an unknown application, else a session until it closes.
+    """One application's socket: 404 for an unknown application, 503 while it is stopping, else a
+    session until it closes.
 
     `heartbeat` (seconds, 0: off): after that long without anything from the client the server
     pings it, and closes the socket when nothing comes back within half of it (a client whose
@@ -45,6 +47,11 @@ def _socket_route(
         app = applications.get(request.match_info["app"])
         if app is None:
             raise web.HTTPNotFound(text=f"no application {request.match_info['app']!r}")
+        if app.stopping_now:  # draining: calls that run go on, no new connection is taken
+            return web.json_response(
+                {"success": False, "message": "the server is shutting down", "definition": "server_will_stop"},
+                status=503,
+            )
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, autoping=autoping, heartbeat=heartbeat or None)
         await ws.prepare(request)
         session = make(ws, app, request.remote or "?")
