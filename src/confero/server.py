@@ -202,22 +202,32 @@ class Server:
         (`drain_timeout` by default), then close. Every client is told `server_will_stop` first.
 
         Returns how it ended: "drained" (nothing ran any more), "deadline", "cut" (`cut_drain()`)
-        or "closed" (the server was closed already). A second call waits for the first one."""
+        or "closed" (the server was closed already). A second call waits for the first one and
+        returns the same; after a cancelled drain ("cancelled") the server stays stopping until
+        `close()`."""
         if self.draining:
             await self._drained.wait()
             return self._drain_outcome
         if self.closed:
             return "closed"
         self.draining = True
-        timeout = self.settings.drain_timeout if grace is None else grace
+        grace = self.settings.drain_timeout if grace is None else grace
         for application in self.applications.values():
             application.stopping()
+        self._drain_outcome = "cancelled"  # until it ends otherwise
+        try:
+            self._drain_outcome = await self._drain(grace)
+        finally:
+            self._drained.set()
+        return self._drain_outcome
+
+    async def _drain(self, grace: float) -> str:
         started = time.monotonic()
         running = self.active_sessions()
-        logger.info("draining: %s running; closing when they end, in %g s at most", _sessions_text(running), timeout)
+        logger.info("draining: %s running; closing when they end, in %g s at most", _sessions_text(running), grace)
         outcome = "drained"
         while running:
-            left = started + timeout - time.monotonic()
+            left = started + grace - time.monotonic()
             if left <= 0:
                 outcome = "deadline"
                 break
@@ -235,11 +245,7 @@ class Server:
             logger.info("drain deadline reached after %.1f s: closing %s", elapsed, _sessions_text(running))
         else:
             logger.info("drain cut short after %.1f s: closing %s at once", elapsed, _sessions_text(running))
-        try:
-            await self.close()
-        finally:
-            self._drain_outcome = outcome
-            self._drained.set()
+        await self.close()
         return outcome
 
     def cut_drain(self) -> None:
