@@ -673,6 +673,13 @@ async def test_a_probe_of_an_address_nobody_answers_at_moves_nothing(peers: Peer
         assert request[:2] == b"\x00\x01"  # a STUN binding request reached the address
         await wait_until(lambda: pair.task is None, 10, "the unanswered check to end")
         assert connection._nominated[1] is nominated and moves == []
+        assert pair not in connection._check_list  # the address is forgotten again
+        assert all(c.port != addr[1] for c in connection._remote_candidates)
+        # forged sources: only MAX_PROBES addresses are checked per window
+        before = len(connection._check_list)
+        for port in range(1, 20):
+            aiortc_hooks.probe_address(connection, nominated.protocol, ("127.0.0.1", port), lambda: 0)
+        assert len(connection._check_list) - before <= aiortc_hooks.MAX_PROBES
         assert tap.rtp_sender() is not None and tap.rtp_sender()[2] == nominated.remote_addr  # type: ignore[index]
     finally:
         undo()

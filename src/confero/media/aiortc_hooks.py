@@ -292,6 +292,9 @@ _original_check_complete = aioice.ice.Connection.check_complete
 
 #: Seconds between two connectivity checks to the same unknown address of a peer.
 PROBE_INTERVAL = 1.0
+#: At most this many unknown addresses of one peer are checked per 10 PROBE_INTERVALs, counted
+#: since its last move (datagrams with forged sources cannot make a connection grow unbounded).
+MAX_PROBES = 4
 #: A peer that answered at a new address is moved there once nothing came from its current
 #: address for this long (a peer with two working paths does not flap between them).
 MOVE_QUIET = 1.0
@@ -334,9 +337,12 @@ def probe_address(
         return
     for old in [a for a, at in probes.items() if now - at > 10 * PROBE_INTERVAL]:
         del probes[old]
+    if len(probes) >= MAX_PROBES:
+        return
     probes[addr] = now
     component = protocol.local_candidate.component
     remote = next((c for c in connection._remote_candidates if c._network_host == addr[0] and c.port == addr[1]), None)
+    added = remote is None
     if remote is None:
         remote = Candidate(
             foundation=aioice.utils.random_string(10),
@@ -354,14 +360,22 @@ def probe_address(
         connection._check_list.append(pair)
     if pair.task is not None or pair.state == aioice.ice.CandidatePair.State.IN_PROGRESS:
         return
-    pair.task = asyncio.ensure_future(_probe(connection, pair, heard))
+    pair.task = asyncio.ensure_future(_probe(connection, pair, heard, added))
 
 
-async def _probe(connection: aioice.ice.Connection, pair: aioice.ice.CandidatePair, heard: Callable[[], int]) -> None:
+async def _probe(
+    connection: aioice.ice.Connection, pair: aioice.ice.CandidatePair, heard: Callable[[], int], added: bool
+) -> None:
     try:
         await _check_and_move(connection, pair, heard)
     finally:
         pair.task = None
+        if added and connection._nominated.get(pair.component) is not pair:
+            # nobody answered there (or the peer stayed put): forget the address again
+            if pair in connection._check_list:
+                connection._check_list.remove(pair)
+            if pair.remote_candidate in connection._remote_candidates:
+                connection._remote_candidates.remove(pair.remote_candidate)
 
 
 async def _check_and_move(
@@ -390,6 +404,7 @@ async def _check_and_move(
         if heard() == count:
             pair.nominated = True
             connection.check_complete(pair)
+            connection.__dict__.get("_confero_probes", {}).clear()  # a fresh start at the new address
             return
         started, count = loop.time(), heard()
 
