@@ -569,7 +569,6 @@ class TransportTap:
         self._sendto: Callable[[bytes, Any], None] | None = None
         self._addr: tuple[str, int] | None = None
         self._protocol: Any = None
-        self._restore: Any = None
         self._connection: Any = None
         self._undo_move: Callable[[], None] | None = None
         self._pair_transport: Any = None
@@ -681,14 +680,12 @@ class TransportTap:
 
         protocol.datagram_received = datagram_received
         self._protocol = protocol
-        self._restore = original
 
     def _unwatch(self) -> None:
         if self._protocol is not None:
             # Give the socket back to aioice (the instance attribute shadows the class method).
             self._protocol.__dict__.pop("datagram_received", None)
         self._protocol = None
-        self._restore = None
 
     def send_rtcp(self, packet: bytes) -> None:
         if self._sendto is None:
